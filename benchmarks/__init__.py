@@ -1,0 +1,1 @@
+"""Benchmarks: pytest-benchmark suites and a re-statement of the reference schedule."""

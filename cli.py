@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""wanda-engine command line: argument parsing only; the work is in wanda_engine.api.
+
+Flags of `prune` follow the reference implementation's main.py where they exist there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cli.py", description="Wanda pruning for LLaMA-family models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    prune = commands.add_parser(
+        "prune",
+        help="prune a model (default: the embedded SmolLM2-135M-Instruct, 50%% unstructured Wanda)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = prune.add_argument
+    add("--model", default=None, help="HF hub id, local model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    add("--prune_method", default="wanda", help="wanda or magnitude")
+    add("--sparsity_ratio", type=float, default=None, help="fraction of weights to prune (default 0.5; N/M for N:M)")
+    add("--sparsity_type", default="unstructured", help="unstructured, 2:4, 4:8 or any N:M")
+    add("--use_variant", action="store_true", help="Wanda variant: per-row cumulative-score threshold, alpha by bisection")
+    add("--nsamples", type=int, default=None, help="calibration samples (default 128; 32 for the embedded demo)")
+    add("--seed", type=int, default=0, help="seed for calibration sampling")
+    add("--calibration_dataset", default=None,
+        help="wikitext2, c4, squad, gsm8k, boolq, builtin, a .txt/.raw/.tokens/.jsonl/.json/.parquet file, "
+             "hf:NAME[:CONFIG[:SPLIT]] or mix:A=W,B=W (default: builtin for the embedded model, else wikitext2)")
+    add("--calibration_format", default="context_question", choices=["context", "context_question", "template"],
+        help="SQuAD text form: context / 'context question' / 'Context: ...\\nQuestion: ...'")
+    add("--calibration_packing", action="store_true",
+        help="pack several short examples into full windows instead of padding each (padding is the default)")
+    add("--text_field", default=None, help="record field holding the text (jsonl/json/parquet/hf sources)")
+    add("--text_template", default=None, help="str.format template over record fields, e.g. '{context} {question}'")
+    add("--seqlen", type=int, default=None, help="tokens per calibration/eval window (default min(2048, model context); 512 for the embedded demo)")
+    add("--batch_size", type=int, default=8, help="calibration samples per forward")
+    add("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype (default float16 on CUDA, float32 on CPU)")
+    add("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    add("--eval", default="auto", help="auto, wikitext2, c4, builtin, none, or a text file path")
+    add("--eval_limit", type=int, default=None, help="evaluate on the first N windows only (default: all; 24 for the embedded demo)")
+    add("--data_dir", default=None, help="folder with local dataset copies (wikitext2/, c4/, squad/, gsm8k/, boolq/)")
+    add("--cache_dir", default=None, help="cache for converted GGUF models and hub downloads (default ~/.cache/wanda_engine or $WANDA_ENGINE_CACHE)")
+    add("--save", default=None, help="directory for report.json and report.md")
+    add("--save_model", default=None, help="directory for the pruned model (safetensors + config + tokenizer)")
+    add("--overwrite", action="store_true", help="replace existing non-empty --save/--save_model directories")
+    add("--schedule", default="reference", choices=["reference"], help="block schedule (reference = mask-exact with the reference)")
+    add("--sparsity_allocation", default="uniform", help="how sparsity is spread over blocks: uniform")
+    add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
+    add("--no_progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Import after parsing so --help is instant and bad flags fail before torch loads.
+    from transformers.utils import logging as hf_logging
+
+    from wanda_engine.api import PruneConfig, run_prune
+    from wanda_engine.errors import UserError
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    options = vars(args)
+    options.pop("command")
+    options["progress"] = not options.pop("no_progress")
+    try:
+        run_prune(PruneConfig(**options))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

