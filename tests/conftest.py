@@ -9,7 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 # name → (hidden, heads, kv heads, intermediate, blocks): one with GQA and widths that are multiples
 # of 8, one whose widths are multiples of 4 but not of 8 (kernels must not assume tile-friendly sizes).
@@ -19,7 +20,29 @@ TINY_SHAPES = {
 }
 
 
-def tiny_llama(shape: str = "gqa", vocab_size: int = 128, seed: int = 0, max_positions: int = 256) -> LlamaForCausalLM:
+TINY_VOCAB = 320  # the byte-level tokenizer below has 291 entries
+SAMPLE_TEXT = (
+    "Pruning removes weights from a trained network. Wanda scores each weight by its magnitude times the "
+    "norm of the input activations it multiplies, and prunes the lowest scores in every output row. "
+    "Calibration text decides which activations are large; perplexity measures what pruning cost. "
+)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained in a moment on a fixed sentence: no hub, no unknown bytes."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=291, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator([SAMPLE_TEXT] * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+
+
+def tiny_llama(shape: str = "gqa", vocab_size: int = TINY_VOCAB, seed: int = 0, max_positions: int = 256) -> LlamaForCausalLM:
     hidden, heads, kv_heads, intermediate, blocks = TINY_SHAPES[shape]
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -47,3 +70,19 @@ def tiny_llama(shape: str = "gqa", vocab_size: int = 128, seed: int = 0, max_pos
 @pytest.fixture(params=sorted(TINY_SHAPES))
 def tiny_model(request) -> LlamaForCausalLM:
     return tiny_llama(request.param)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A saved tiny LLaMA with its tokenizer: what `--model DIR` loads."""
+    path = tmp_path_factory.mktemp("tiny_model")
+    tiny_llama("gqa").save_pretrained(path, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def calibration_text_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("text") / "calibration.txt"
+    path.write_text(SAMPLE_TEXT * 40)
+    return str(path)

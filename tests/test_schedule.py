@@ -35,7 +35,7 @@ def masks_of(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("sparsity_type", ["unstructured", "2:4", "1:4"])
 def test_masks_identical_to_reference_restatement(tiny_model, sparsity_type):
     target = parse_sparsity(sparsity_type, None)
-    input_ids = torch.randint(3, 128, (7, 24), generator=torch.Generator().manual_seed(1))
+    input_ids = torch.randint(3, 291, (7, 24), generator=torch.Generator().manual_seed(1))
     reference_model = copy.deepcopy(tiny_model)
     expected = reference_prune(reference_model, input_ids, target.ratio, target.n, target.m)
     outcome = engine_prune(tiny_model, input_ids, target)
@@ -48,7 +48,7 @@ def test_masks_identical_to_reference_restatement(tiny_model, sparsity_type):
 
 def test_unstructured_sparsity_exact_per_row():
     model = tiny_llama("odd")
-    input_ids = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(2))
+    input_ids = torch.randint(3, 291, (4, 16), generator=torch.Generator().manual_seed(2))
     outcome = engine_prune(model, input_ids, SparsityTarget(0.6))
     for name, layer in masks_of(model).items():
         assert (layer.sum(dim=1) == int(layer.shape[1] * 0.6)).all(), name
@@ -58,7 +58,7 @@ def test_unstructured_sparsity_exact_per_row():
 def test_shared_inputs_share_one_statistic():
     model = tiny_llama("gqa")
     block = decoder_blocks(model)[0]
-    batches = capture_block_inputs(model, torch.randint(3, 128, (2, 8)), torch.ones(2, 8, dtype=torch.long), 2, torch.device("cpu"))
+    batches = capture_block_inputs(model, torch.randint(3, 291, (2, 8)), torch.ones(2, 8, dtype=torch.long), 2, torch.device("cpu"))
     with StatisticsPass(linear_layers(block)) as stats:
         stats.start_batch(None)
         block(batches[0].hidden, use_cache=False, **batches[0].kwargs)
@@ -76,11 +76,11 @@ def test_padding_excluded_from_statistics():
     ids_short = torch.zeros(3, 10, dtype=torch.long)
     mask_short = torch.zeros(3, 10, dtype=torch.long)
     for row, length in enumerate(lengths):
-        ids_short[row, :length] = torch.randint(3, 128, (length,), generator=gen)
+        ids_short[row, :length] = torch.randint(3, 291, (length,), generator=gen)
         mask_short[row, :length] = 1
-    ids_long = torch.cat([ids_short, torch.randint(3, 128, (3, 6), generator=gen)], dim=1)
+    ids_long = torch.cat([ids_short, torch.randint(3, 291, (3, 6), generator=gen)], dim=1)
     mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
-    ids_long[mask_long == 0] = torch.randint(3, 128, (int((mask_long == 0).sum()),), generator=gen)
+    ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
     engine_prune(model_a, ids_short, SparsityTarget(0.5), mask_short)
     engine_prune(model_b, ids_long, SparsityTarget(0.5), mask_long)
     for (name, a), b in zip(masks_of(model_a).items(), masks_of(model_b).values()):
@@ -88,7 +88,7 @@ def test_padding_excluded_from_statistics():
 
 
 def test_same_seed_same_masks():
-    input_ids = torch.randint(3, 128, (5, 16), generator=torch.Generator().manual_seed(4))
+    input_ids = torch.randint(3, 291, (5, 16), generator=torch.Generator().manual_seed(4))
     first, second = tiny_llama("gqa"), tiny_llama("gqa")
     engine_prune(first, input_ids, SparsityTarget(0.5))
     engine_prune(second, input_ids, SparsityTarget(0.5))
@@ -103,7 +103,7 @@ def test_magnitude_needs_no_calibration():
 
 def test_wanda_variant_reaches_target():
     model = tiny_llama("gqa")
-    input_ids = torch.randint(3, 128, (4, 16), generator=torch.Generator().manual_seed(5))
+    input_ids = torch.randint(3, 291, (4, 16), generator=torch.Generator().manual_seed(5))
     outcome = engine_prune(model, input_ids, SparsityTarget(0.5), method="wanda_variant")
     for name, value in outcome.per_layer.items():
         assert value == pytest.approx(0.5, abs=0.02), name

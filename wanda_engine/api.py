@@ -145,7 +145,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         )
 
     # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
-    eval_spec, eval_reason = _resolve_eval(config, calibration)
+    eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
     eval_ids = None
     if eval_spec is not None:
         text, eval_description = data.load_eval_text(eval_spec, data_dir=config.data_dir)
@@ -245,10 +245,3 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         + f"; peak RSS {report['peak_rss_mb']:.0f} MB"
     )
     return report
-
-
-def _resolve_eval(config: PruneConfig, calibration: str) -> tuple[str | None, str]:
-    resolved = data.resolve_eval(config.eval, calibration, config.data_dir)
-    if isinstance(resolved, tuple):
-        return resolved
-    return resolved, f"--eval {config.eval}"

@@ -1,0 +1,114 @@
+"""`cli.py prune` end to end on tiny models, and every bad input: exit code 2, one line, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def base_args(model_dir: str, text_file: str, tmp_path: Path) -> list[str]:
+    return [
+        "prune", "--model", model_dir, "--calibration_dataset", text_file, "--eval", text_file,
+        "--nsamples", "4", "--seqlen", "32", "--batch_size", "2", "--eval_limit", "3", "--no_progress",
+        "--cache_dir", str(tmp_path / "cache"),
+    ]
+
+
+def test_prune_tiny_model_writes_report_and_model(tiny_model_dir, calibration_text_file, tmp_path, capsys):
+    save, save_model = tmp_path / "report", tmp_path / "pruned"
+    argv = base_args(tiny_model_dir, calibration_text_file, tmp_path) + ["--save", str(save), "--save_model", str(save_model)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    report = json.loads((save / "report.json").read_text())
+    for key in ("model", "prune_method", "sparsity_type", "sparsity_ratio", "actual_sparsity", "per_layer", "ppl_dense",
+                "ppl_pruned", "nsamples", "seqlen", "seed", "calibration_dataset", "device", "dtype", "timings", "peak_rss_mb"):
+        assert key in report, key
+    assert set(report["timings"]) >= {"load_s", "calibration_s", "prune_s", "eval_s", "total_s"}
+    assert report["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert report["ppl_pruned"] > 0 and report["ppl_dense"] > 0
+    assert (save / "report.md").read_text().startswith("# Pruning report")
+    reloaded = AutoModelForCausalLM.from_pretrained(save_model)
+    zeros = sum(int((p == 0).sum()) for n, p in reloaded.named_parameters() if "layers" in n and p.dim() == 2)
+    total = sum(p.numel() for n, p in reloaded.named_parameters() if "layers" in n and p.dim() == 2)
+    assert zeros / total == pytest.approx(report["actual_sparsity"], abs=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dirs left behind"
+
+
+def test_existing_output_refused_then_overwritten(tiny_model_dir, calibration_text_file, tmp_path, capsys):
+    save = tmp_path / "report"
+    save.mkdir()
+    (save / "keep.txt").write_text("x")
+    argv = base_args(tiny_model_dir, calibration_text_file, tmp_path) + ["--save", str(save), "--eval", "none"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--overwrite" in err and (save / "keep.txt").exists()
+    code, _, err = run_cli(argv + ["--overwrite"], capsys)
+    assert code == 0, err
+    assert (save / "report.json").exists() and not (save / "keep.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--sparsity_ratio", "1.0"], "--sparsity_ratio"),
+        (["--sparsity_ratio", "-0.1"], "--sparsity_ratio"),
+        (["--sparsity_type", "4:2"], "4:2"),
+        (["--sparsity_type", "2:2"], "2:2"),
+        (["--sparsity_type", "2-4"], "2-4"),
+        (["--sparsity_type", "2:4", "--sparsity_ratio", "0.6"], "0.6"),
+        (["--nsamples", "0"], "--nsamples"),
+        (["--prune_method", "sparsegpt"], "sparsegpt"),
+        (["--calibration_dataset", "no_such_dataset"], "no_such_dataset"),
+        (["--seqlen", "100000"], "--seqlen"),
+        (["--sparsity_allocation", "nope"], "nope"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "bogus"], "--device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(extra, needle, tiny_model_dir, calibration_text_file, tmp_path, capsys):
+    save, save_model = tmp_path / "report", tmp_path / "pruned"
+    argv = base_args(tiny_model_dir, calibration_text_file, tmp_path) + ["--save", str(save), "--save_model", str(save_model)] + extra
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not save.exists() and not save_model.exists()
+
+
+def test_seqlen_longer_than_corpus(tiny_model_dir, tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words here")
+    argv = base_args(tiny_model_dir, str(short), tmp_path) + ["--save", str(tmp_path / "r")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--seqlen" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_model_path_subprocess(tmp_path):
+    """The real process: exit code 2, a single stderr line, no traceback."""
+    result = subprocess.run(
+        [sys.executable, "cli.py", "prune", "--model", str(tmp_path / "missing_model"), "--save", str(tmp_path / "r")],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300,
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "missing_model" in result.stderr
+    assert not (tmp_path / "r").exists()
