@@ -13,7 +13,7 @@ from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from conftest import tiny_llama
+from model_helpers import tiny_llama
 
 
 def engine_prune(model, input_ids, target: SparsityTarget, attention_mask=None, batch_size=3, method="wanda"):

@@ -150,6 +150,8 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     if eval_spec is not None:
         text, eval_description = data.load_eval_text(eval_spec, data_dir=config.data_dir)
         eval_ids = tokenizer(text, return_tensors="pt").input_ids[0]
+        if eval_spec == "c4":  # the reference scores only the first 256 windows of its C4 validation text
+            eval_ids = eval_ids[: 256 * seqlen]
         log(f"evaluation: {eval_description} ({eval_reason})")
 
     # --- calibration ---
