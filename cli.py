@@ -48,7 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--save_model", default=None, help="directory for the pruned model (safetensors + config + tokenizer)")
     add("--overwrite", action="store_true", help="replace existing non-empty --save/--save_model directories")
     add("--schedule", default="reference", choices=["reference"], help="block schedule (reference = mask-exact with the reference)")
-    add("--sparsity_allocation", default="uniform", help="how sparsity is spread over blocks: uniform")
+    add("--sparsity_allocation", default="uniform",
+        help="how sparsity is spread over blocks: uniform; three_tier (blocks ranked by importance into three tiers, "
+             "target -/+ --tier_delta); owl (per-block outlier ratio mapped to target +/- --owl_lambda); see docs/allocation.md")
+    add("--importance", default=None,
+        help="three_tier: block importance = influence (1 - cosine of block input vs output; default) or outlier (OWL ratio)")
+    add("--tier_fractions", default=None, help="three_tier: share of blocks in the high,middle,low tiers (default 0.33,0.34,0.33)")
+    add("--tier_delta", type=float, default=None, help="three_tier: tiers pruned at target-delta/target/target+delta (default (target-0.4)/2: 0.05 at 50%%, 0.15 at 70%%)")
+    add("--tier_types", default=None,
+        help="three_tier: sparsity type per tier high,middle,low, e.g. 4:8,2:4,unstructured (mean then achieved, not forced)")
+    add("--owl_m", type=float, default=None, help="owl / --importance outlier: outlier = score above M x the block mean (default 5)")
+    add("--owl_lambda", type=float, default=None, help="owl: block sparsities span target +/- lambda (default 0.08)")
+    add("--importance_from", default=None,
+        help="reuse the block importance of an earlier three_tier/owl run (its report.json or --save directory)")
     add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add("--no_progress", action="store_true", help="no progress bars")
     return parser

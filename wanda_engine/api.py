@@ -16,7 +16,10 @@ from .errors import UserError
 from .eval import perplexity
 from .models import decoder_blocks, load_model
 from .outputs import atomic_output_dir, check_output_dir
-from .prune.allocation import ALLOCATIONS
+from .prune.allocation import ALLOCATIONS, allocation_options
+from .prune.importance import (
+    achieved_block_sparsity, block_profile, check_cached_importance, load_block_importance, measure_block_importance,
+)
 from .prune.methods import METHODS
 from .prune.schedule import capture_block_inputs, prune_blocks
 from .prune.sparsity import parse_sparsity
@@ -57,6 +60,14 @@ class PruneConfig:
     overwrite: bool = False
     schedule: str = "reference"
     sparsity_allocation: str = "uniform"
+    # Allocation settings; None = the policy's default (see docs/allocation.md).
+    importance: str | None = None
+    tier_fractions: str | None = None
+    tier_delta: float | None = None
+    tier_types: str | None = None
+    owl_m: float | None = None
+    owl_lambda: float | None = None
+    importance_from: str | None = None
     trust_remote_code: bool = False
     progress: bool = True
     notes: list[str] = field(default_factory=list)
@@ -107,6 +118,14 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     started = time.perf_counter()
     _validate(config)
     target = parse_sparsity(config.sparsity_type, config.sparsity_ratio)
+    policy = ALLOCATIONS.get(config.sparsity_allocation)
+    allocation_settings = allocation_options(
+        config.sparsity_allocation, target, importance=config.importance, tier_fractions=config.tier_fractions,
+        tier_delta=config.tier_delta, tier_types=config.tier_types, owl_m=config.owl_m, owl_lambda=config.owl_lambda,
+        importance_from=config.importance_from,
+    )
+    block_statistic = policy.statistic(allocation_settings)
+    cached_importance = load_block_importance(config.importance_from) if config.importance_from else None
     save_dir = check_output_dir(config.save, "--save", config.overwrite) if config.save else None
     model_dir = check_output_dir(config.save_model, "--save_model", config.overwrite) if config.save_model else None
     if save_dir is not None and model_dir is not None and save_dir.resolve() == model_dir.resolve():
@@ -158,7 +177,9 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     stage = time.perf_counter()
     batches = []
     calibration_description = "not needed by this method"
-    if method.needs_statistics:
+    measure_importance = block_statistic is not None and cached_importance is None
+    batches_used = method.needs_statistics or measure_importance
+    if batches_used:
         calib = data.load_calibration(
             calibration, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=config.seed, data_dir=config.data_dir,
             text_field=config.text_field, text_template=config.text_template,
@@ -182,8 +203,35 @@ def run_prune(config: PruneConfig, log=print) -> dict:
 
     # --- prune ---
     blocks = decoder_blocks(model)
-    ratios = ALLOCATIONS.get(config.sparsity_allocation).allocate(len(blocks), target.ratio)
-    outcome = prune_blocks(model, batches, method, [target.with_ratio(r) for r in ratios], progress=config.progress)
+    importance = None
+    allocation_notes: list[str] = []
+    if block_statistic is not None:
+        measured_on = {
+            "model": loaded.name, "calibration_dataset": calibration, "nsamples": nsamples, "seqlen": seqlen,
+            "seed": config.seed,
+        }
+        if cached_importance is not None:
+            allocation_notes += check_cached_importance(
+                cached_importance, model_name=loaded.name, num_blocks=len(blocks), statistic=block_statistic,
+                owl_m=allocation_settings.owl_m, measured_on=measured_on,
+            )
+            importance = cached_importance
+            log(f"block importance: read from {importance.source}")
+        else:
+            importance = measure_block_importance(
+                model, batches, owl_m=allocation_settings.owl_m, progress=config.progress, measured_on=measured_on
+            )
+            timings["importance_s"] = importance.seconds
+            log(f"block importance: one dense pass over {len(blocks)} blocks in {importance.seconds:.1f}s")
+    profile = block_profile(
+        model, importance.values(block_statistic) if importance is not None else None,
+        row_rounding=method_name == "wanda" and not target.structured,
+    )
+    allocation = policy.allocate(target, profile, allocation_settings)
+    allocation_notes += allocation.notes
+    for note in allocation_notes:
+        log(f"allocation: {note}")
+    outcome = prune_blocks(model, batches, method, allocation.targets, progress=config.progress)
     del batches
     timings["prune_s"] = outcome.prune_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
@@ -217,16 +265,30 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         "per_layer": outcome.per_layer,
         "block_sparsity": outcome.block_sparsity,
         "sparsity_allocation": config.sparsity_allocation,
+        "allocation": {
+            "policy": config.sparsity_allocation,
+            "statistic": block_statistic,
+            "settings": policy.settings(allocation_settings),
+            "tier_delta_used": allocation.delta,
+            "tiers": allocation.tiers,
+            "block_types": [t.label for t in allocation.targets],
+            "block_params": list(profile.params),
+            "mean_ratio": sum(r * n for r, n in zip(allocation.ratios, profile.params)) / max(sum(profile.params), 1),
+            "block_achieved": achieved_block_sparsity(model, outcome.per_layer),
+            "mean_forced": allocation.mean_forced,
+            "notes": allocation_notes,
+        },
+        "block_importance": importance.to_report() if importance is not None else None,
         "schedule": config.schedule,
         "ppl_dense": ppl_dense,
         "ppl_pruned": ppl_pruned,
         "eval_dataset": eval_spec,
         "eval_windows": eval_windows,
-        "nsamples": nsamples if method.needs_statistics else 0,
+        "nsamples": nsamples if batches_used else 0,
         "seqlen": seqlen,
         "seed": config.seed,
         "batch_size": config.batch_size,
-        "calibration_dataset": calibration if method.needs_statistics else None,
+        "calibration_dataset": calibration if batches_used else None,
         "calibration_description": calibration_description,
         "device": device,
         "dtype": dtype,

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from . import ALLOCATIONS
+from ..sparsity import SparsityTarget
+from . import ALLOCATIONS, Allocation, AllocationOptions, BlockProfile
 
 
 @ALLOCATIONS.register("uniform")
 class Uniform:
-    def allocate(self, num_blocks: int, target: float) -> list[float]:
-        return [target] * num_blocks
+    def statistic(self, options: AllocationOptions) -> str | None:
+        return None
+
+    def settings(self, options: AllocationOptions) -> dict:
+        return {}
+
+    def allocate(self, target: SparsityTarget, profile: BlockProfile, options: AllocationOptions) -> Allocation:
+        return Allocation([target] * profile.num_blocks)
