@@ -1,6 +1,6 @@
 """Per-block plot of the sparsity allocation (importance and sparsity per block, tiers coloured).
 
-matplotlib is an optional extra (`pip install wanda-engine[plot]`): without it no PNG is written and
+matplotlib is a dependency; where it is missing anyway, no PNG is written and
 the Markdown report says why.
 """
 
@@ -30,7 +30,7 @@ def plot_allocation(report: dict, path: Path) -> str | None:
         from matplotlib.patches import Patch
         from matplotlib.ticker import MaxNLocator
     except ImportError:
-        return "matplotlib is not installed (`pip install wanda-engine[plot]`)"
+        return "matplotlib is not installed (`pip install matplotlib`)"
 
     allocation = report.get("allocation") or {}
     importance = report.get("block_importance") or {}
