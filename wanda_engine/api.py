@@ -190,16 +190,22 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         batches = capture_block_inputs(model, calib.input_ids, calib.attention_mask, config.batch_size, torch.device(device))
     timings["calibration_s"] = time.perf_counter() - stage
 
-    eval_s = 0.0
-    ppl_dense = None
-    eval_windows = None
-    if eval_ids is not None:
+    eval_seconds: list[float] = []
+
+    def evaluate(label: str) -> tuple[float | None, int | None]:
+        """Perplexity of the model as it is now (None when --eval none), timed into eval_s."""
+        if eval_ids is None:
+            return None, None
         stage = time.perf_counter()
-        ppl_dense, eval_windows = perplexity(
-            model, eval_ids, seqlen, limit=eval_limit, batch_size=config.batch_size, progress=config.progress, desc="dense ppl"
+        ppl, windows = perplexity(
+            model, eval_ids, seqlen, limit=eval_limit, batch_size=config.batch_size, progress=config.progress,
+            desc=f"{label} ppl",
         )
-        eval_s += time.perf_counter() - stage
-        log(f"dense perplexity: {ppl_dense:.3f} ({eval_windows} windows of {seqlen})")
+        eval_seconds.append(time.perf_counter() - stage)
+        log(f"{label} perplexity: {ppl:.3f} ({windows} windows of {seqlen})")
+        return ppl, windows
+
+    ppl_dense, eval_windows = evaluate("dense")
 
     # --- prune ---
     blocks = decoder_blocks(model)
@@ -236,15 +242,8 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     timings["prune_s"] = outcome.prune_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
 
-    ppl_pruned = None
-    if eval_ids is not None:
-        stage = time.perf_counter()
-        ppl_pruned, _ = perplexity(
-            model, eval_ids, seqlen, limit=eval_limit, batch_size=config.batch_size, progress=config.progress, desc="pruned ppl"
-        )
-        eval_s += time.perf_counter() - stage
-        log(f"pruned perplexity: {ppl_pruned:.3f}")
-    timings["eval_s"] = eval_s
+    ppl_pruned, _ = evaluate("pruned")
+    timings["eval_s"] = sum(eval_seconds)
 
     if model_dir is not None:
         stage = time.perf_counter()

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..models.blocks import decoder_blocks, linear_layers
 from .allocation import STATISTICS, BlockProfile
-from .schedule import BlockBatch, StatisticsPass, _call_block
+from .schedule import BlockBatch, StatisticsPass, call_block
 
 
 @dataclass
@@ -100,7 +100,7 @@ def measure_block_importance(
         with statistics:
             for batch, inputs in zip(batches, hidden):
                 statistics.start_batch(batch.token_mask)
-                out = _call_block(block, BlockBatch(inputs, batch.kwargs, batch.token_mask))
+                out = call_block(block, BlockBatch(inputs, batch.kwargs, batch.token_mask))
                 cosine = F.cosine_similarity(inputs.float(), out.float(), dim=-1)  # [b, L]
                 if batch.token_mask is not None:
                     cosine = cosine[batch.token_mask]

@@ -69,7 +69,8 @@ def capture_block_inputs(
     return batches
 
 
-def _call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
+def call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
+    """One decoder block on one batch, with the kwargs captured from the model (no KV cache)."""
     out = block(batch.hidden, use_cache=False, **batch.kwargs)
     return out[0] if isinstance(out, tuple) else out
 
@@ -161,7 +162,7 @@ def prune_blocks(
             with statistics:
                 for batch in batches:
                     statistics.start_batch(batch.token_mask)
-                    _call_block(block, batch)
+                    call_block(block, batch)
         for name, linear in linears.items():
             sq_norms = statistics.statistic(name) if method.needs_statistics else None
             mask = method.prune_(linear.weight.data, sq_norms, block_targets[index])
@@ -171,7 +172,7 @@ def prune_blocks(
             outcome.total_params += mask.numel()
         if method.needs_statistics:  # the pruned block's outputs feed the next block's statistics
             for batch in batches:
-                batch.hidden = _call_block(block, batch)
+                batch.hidden = call_block(block, batch)
     outcome.prune_s = time.perf_counter() - started
     return outcome
 
