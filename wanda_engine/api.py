@@ -151,7 +151,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     )
     timings["load_s"] = time.perf_counter() - stage
     model, tokenizer = loaded.model, loaded.tokenizer
-    log(f"model: {loaded.name} ({loaded.why}; from {loaded.source}) on {device}, {dtype}")
+    log(f"model: {loaded.name} ({loaded.why}; weights: {loaded.source}) on {device}, {dtype}")
     defaults = EMBEDDED_DEFAULTS if embedded else {}
     nsamples = config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES)
     seqlen = config.seqlen or defaults.get("seqlen", min(DEFAULT_SEQLEN_CAP, loaded.context_length))
