@@ -7,7 +7,7 @@ import random
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -70,7 +70,6 @@ class PruneConfig:
     importance_from: str | None = None
     trust_remote_code: bool = False
     progress: bool = True
-    notes: list[str] = field(default_factory=list)
 
 
 def _peak_rss_mb() -> float:
@@ -298,7 +297,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
             "torch": torch.__version__,
             "transformers": __import__("transformers").__version__,
         },
-        "config": {k: v for k, v in asdict(config).items() if k != "notes"},
+        "config": asdict(config),
     }
     if save_dir is not None:
         write_report(save_dir, report)
