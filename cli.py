@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--save", default=None, help="directory for report.json and report.md")
     add("--save_model", default=None, help="directory for the pruned model (safetensors + config + tokenizer)")
     add("--overwrite", action="store_true", help="replace existing non-empty --save/--save_model directories")
-    add("--schedule", default="reference", choices=["reference"], help="block schedule (reference = mask-exact with the reference)")
+    add("--schedule", default="reference", help="reference (mask-exact with the reference: dense pass for statistics, pruned pass for outputs) or sequential (each linear applied once; statistics from already-pruned upstream linears)")
     add("--sparsity_allocation", default="uniform",
         help="how sparsity is spread over blocks: uniform; three_tier (blocks ranked by importance into three tiers, "
              "target -/+ --tier_delta); owl (per-block outlier ratio mapped to target +/- --owl_lambda); see docs/allocation.md")

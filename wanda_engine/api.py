@@ -22,6 +22,7 @@ from .prune.importance import (
 )
 from .prune.methods import METHODS
 from .prune.schedule import capture_block_inputs, prune_blocks
+from .prune.schedules import SCHEDULES
 from .prune.sparsity import parse_sparsity
 from .report import write_report
 
@@ -30,7 +31,6 @@ from .report import write_report
 EMBEDDED_DEFAULTS = {"nsamples": 32, "seqlen": 512, "eval_limit": 24}
 DEFAULT_NSAMPLES = 128
 DEFAULT_SEQLEN_CAP = 2048
-SCHEDULES = ("reference",)
 
 
 @dataclass
@@ -100,8 +100,7 @@ def _validate(config: PruneConfig) -> None:
         raise UserError(f"--batch_size {config.batch_size}: must be at least 1")
     if config.eval_limit is not None and config.eval_limit < 1:
         raise UserError(f"--eval_limit {config.eval_limit}: must be at least 1 (use --eval none to skip evaluation)")
-    if config.schedule not in SCHEDULES:
-        raise UserError(f"--schedule {config.schedule!r}: unknown schedule; choose one of {', '.join(SCHEDULES)}")
+    SCHEDULES.get(config.schedule)
     if config.dtype not in (None, "float32", "float16", "bfloat16"):
         raise UserError(f"--dtype {config.dtype!r}: choose float32, float16 or bfloat16")
     if config.calibration_format not in ("context", "context_question", "template"):
@@ -236,7 +235,9 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     allocation_notes += allocation.notes
     for note in allocation_notes:
         log(f"allocation: {note}")
-    outcome = prune_blocks(model, batches, method, allocation.targets, progress=config.progress)
+    outcome = prune_blocks(
+        model, batches, method, allocation.targets, schedule=SCHEDULES.get(config.schedule), progress=config.progress
+    )
     del batches
     timings["prune_s"] = outcome.prune_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")

@@ -25,3 +25,29 @@ def decoder_blocks(model: nn.Module) -> nn.ModuleList:
 def linear_layers(block: nn.Module) -> dict[str, nn.Linear]:
     """Every nn.Linear inside one block, by its name relative to the block (the layers Wanda prunes)."""
     return {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
+
+
+def blocks_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the decoder blocks, e.g. "model.layers."."""
+    blocks = decoder_blocks(model)
+    for name, module in model.named_modules():
+        if module is blocks:
+            return f"{name}."
+    return "blocks."
+
+
+class InMemoryBlocks:
+    """The blocks of a model held whole in memory; the streaming counterpart is `StreamedBlocks`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.blocks = decoder_blocks(model)
+        self.prefix = blocks_prefix(model)
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def load(self, index: int) -> nn.Module:
+        return self.blocks[index]
+
+    def release(self, index: int, block: nn.Module, pruned: bool) -> None:
+        """Called when the loop is done with a block (streaming stores write it out and free it)."""

@@ -1,14 +1,15 @@
-"""The block-streaming pruning schedule (`--schedule reference`).
+"""The block loop of pruning, and what every schedule shares (see prune/schedules/ for the schedules).
 
-Reference semantics (DESIGN.md §1), batched: for each decoder block in order, run every calibration
-batch through the *dense* block while accumulating fp32 Σx² per distinct linear input, prune all its
-linears, then run the batches through the *pruned* block to produce the next block's inputs.
+Shared here: capturing the first block's inputs, calling a block with its captured kwargs, the
+fp32 statistics pass, and `prune_blocks`, which walks the blocks of a `BlockStore` (whole model in
+memory, or streamed from safetensors shards) and lets the chosen schedule prune each one.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,9 @@ import kernels
 from ..models.blocks import decoder_blocks, linear_layers
 from .methods import PruningMethod
 from .sparsity import SparsityTarget
+
+if TYPE_CHECKING:
+    from .schedules import Schedule
 
 # Keys of the captured block kwargs that must not be replayed: a KV cache object would make every
 # later call attend to earlier samples (silently wrong statistics).
@@ -139,46 +143,88 @@ class PruneOutcome:
         return self.pruned_params / max(self.total_params, 1)
 
 
+class BlockStore(Protocol):
+    """Where prune_blocks gets each decoder block from, and gives it back to (see models.blocks)."""
+
+    prefix: str
+
+    def __len__(self) -> int: ...
+
+    def load(self, index: int) -> nn.Module: ...
+
+    def release(self, index: int, block: nn.Module, pruned: bool) -> None: ...
+
+
+@dataclass
+class Riders:
+    """Hidden states that only travel through the blocks beside the calibration batches (streamed
+    evaluation): `dense` through each block before it is pruned, `pruned` after."""
+
+    dense: list[BlockBatch] = field(default_factory=list)
+    pruned: list[BlockBatch] = field(default_factory=list)
+    seconds: float = 0.0  # time spent moving them, kept out of prune_s
+
+
 @torch.no_grad()
 def prune_blocks(
-    model: nn.Module,
+    blocks: BlockStore | nn.Module,
     batches: list[BlockBatch],
     method: PruningMethod,
     block_targets: list[SparsityTarget],
     *,
+    schedule: "Schedule | None" = None,
     progress: bool = True,
+    start: int = 0,
+    riders: Riders | None = None,
+    after_block: Callable[[int], None] | None = None,
+    outcome: PruneOutcome | None = None,
 ) -> PruneOutcome:
-    """Prune every decoder block in order; `batches` hold the first block's inputs and are advanced in place."""
-    blocks = decoder_blocks(model)
-    if len(block_targets) != len(blocks):
-        raise ValueError(f"{len(block_targets)} block targets for {len(blocks)} blocks")
-    prefix = _blocks_prefix(model, blocks)
-    outcome = PruneOutcome(block_sparsity=[t.ratio for t in block_targets])
+    """Prune decoder blocks `start`.. in order; `batches` hold block `start`'s inputs and are advanced
+    in place. `after_block(index)` runs once a block is pruned and released (checkpoints)."""
+    if not isinstance(blocks, nn.Module):
+        store = blocks
+    else:
+        from ..models.blocks import InMemoryBlocks
+
+        store = InMemoryBlocks(blocks)
+    if schedule is None:
+        from .schedules import SCHEDULES
+
+        schedule = SCHEDULES.get("reference")
+    if len(block_targets) != len(store):
+        raise ValueError(f"{len(block_targets)} block targets for {len(store)} blocks")
+    outcome = outcome or PruneOutcome(block_sparsity=[t.ratio for t in block_targets])
     started = time.perf_counter()
-    for index, block in enumerate(tqdm(blocks, desc="pruning blocks", unit="block", disable=not progress)):
-        linears = linear_layers(block)
-        statistics = StatisticsPass(linears)
+    rider_seconds = 0.0
+    indices = range(start, len(store))
+    for index in tqdm(indices, desc="pruning blocks", unit="block", disable=not progress, initial=start, total=len(store)):
+        block = store.load(index)
+        if riders is not None:
+            rider_started = time.perf_counter()
+            _advance(block, riders.dense)
+            rider_seconds += time.perf_counter() - rider_started
         if method.needs_statistics:
-            with statistics:
-                for batch in batches:
-                    statistics.start_batch(batch.token_mask)
-                    call_block(block, batch)
-        for name, linear in linears.items():
-            sq_norms = statistics.statistic(name) if method.needs_statistics else None
-            mask = method.prune_(linear.weight.data, sq_norms, block_targets[index])
+            masks = schedule.prune_block(block, batches, method, block_targets[index])
+        else:  # e.g. magnitude: no activations involved, nothing to run
+            masks = {name: method.prune_(linear.weight.data, None, block_targets[index]) for name, linear in linear_layers(block).items()}
+        for name, mask in masks.items():
             pruned = int(mask.sum())
-            outcome.per_layer[f"{prefix}{index}.{name}"] = pruned / mask.numel()
+            outcome.per_layer[f"{store.prefix}{index}.{name}"] = pruned / mask.numel()
             outcome.pruned_params += pruned
             outcome.total_params += mask.numel()
-        if method.needs_statistics:  # the pruned block's outputs feed the next block's statistics
-            for batch in batches:
-                batch.hidden = call_block(block, batch)
-    outcome.prune_s = time.perf_counter() - started
+        if riders is not None:
+            rider_started = time.perf_counter()
+            _advance(block, riders.pruned)
+            rider_seconds += time.perf_counter() - rider_started
+        store.release(index, block, pruned=True)
+        if after_block is not None:
+            after_block(index)
+    if riders is not None:
+        riders.seconds += rider_seconds
+    outcome.prune_s += time.perf_counter() - started - rider_seconds
     return outcome
 
 
-def _blocks_prefix(model: nn.Module, blocks: nn.ModuleList) -> str:
-    for name, module in model.named_modules():
-        if module is blocks:
-            return f"{name}."
-    return "blocks."
+def _advance(block: nn.Module, batches: list[BlockBatch]) -> None:
+    for batch in batches:
+        batch.hidden = call_block(block, batch)

@@ -1,0 +1,1 @@
+"""`--schedule sequential`: placeholder until the sequential schedule lands."""
