@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--owl_lambda", type=float, default=None, help="owl: block sparsities span target +/- lambda (default 0.08)")
     add("--importance_from", default=None,
         help="reuse the block importance of an earlier three_tier/owl run (its report.json or --save directory)")
+    add("--no_stream", action="store_true",
+        help="load the whole model into memory instead of streaming one block at a time from its safetensors shards")
+    add("--resume", action="store_true",
+        help="continue an interrupted streamed --save_model run from its last checkpoint (same command otherwise)")
+    add("--checkpoint_every", type=float, default=300.0,
+        help="seconds between resume checkpoints of a streamed --save_model run (0 = after every block)")
     add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add("--no_progress", action="store_true", help="no progress bars")
     return parser
@@ -79,13 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     options = vars(args)
     options.pop("command")
     options["progress"] = not options.pop("no_progress")
+    options["stream"] = not options.pop("no_stream")
     try:
         run_prune(PruneConfig(**options))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        print("interrupted; no output directory was written", file=sys.stderr)
         return 130
     return 0
 

@@ -6,6 +6,9 @@ Public API (all validate their arguments and raise ValueError with a one-line me
     linear_with_sq_norms(x, weight, bias=None, sq_norms=None, token_mask=None, backend="auto") -> y
     wanda_mask(weight, sq_norms, sparsity=0.5, *, n=None, m=None, backend="auto") -> bool mask
     wanda_prune_(weight, sq_norms, sparsity=0.5, *, n=None, m=None, backend="auto") -> bool mask
+    RunningSqNorms(in_features, device)                         the reference's running-mean statistic
+    update_running_sq_norms(stat, x, token_mask=None, backend="auto") -> stat
+    linear_with_running_sq_norms(x, weight, bias, stat, token_mask=None, backend="auto") -> y
 
 backend: "auto" = Triton for CUDA tensors when triton imports, torch otherwise; "triton" forces
 Triton (CPU tensors need TRITON_INTERPRET=1 set before import); "torch" forces torch.
@@ -30,11 +33,21 @@ from ._common import (
     triton_interpreting,
 )
 from .act_norms import sq_norms_reference
+from .running_stat import (
+    RunningSqNorms,
+    num_samples,
+    sample_sq_norms,
+    update_running_sq_norms_torch,
+)
 from .wanda_mask import wanda_mask_reference, wanda_score
 
 __all__ = [
     "accumulate_sq_norms",
     "linear_with_sq_norms",
+    "RunningSqNorms",
+    "update_running_sq_norms",
+    "linear_with_running_sq_norms",
+    "sample_sq_norms",
     "wanda_mask",
     "wanda_prune_",
     "wanda_mask_reference",
@@ -155,3 +168,51 @@ def wanda_prune_(
     mode, a, b = check_mask_args(weight, sq_norms, sparsity, n, m)
     be = resolve_backend(backend, weight, sq_norms)
     return _ops.wanda_prune_op(weight, sq_norms, a, b if mode == "nm" else 0, be)
+
+
+def _check_running_stat(stat: RunningSqNorms, x: torch.Tensor) -> None:
+    if not isinstance(stat, RunningSqNorms):
+        raise ValueError(f"stat must be a kernels.RunningSqNorms, not {type(stat).__name__}")
+    check_sq_norms(stat.mean_sq, x.shape[-1], name="stat.mean_sq")
+
+
+def update_running_sq_norms(
+    stat: RunningSqNorms,
+    x: torch.Tensor,
+    token_mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> RunningSqNorms:
+    """Fold the samples of x ([samples, tokens, in]; 2-D = one sample) into the reference's running
+    mean of per-sample ||x_j||² (see kernels/running_stat.py), padding tokens excluded."""
+    _check_x(x)
+    _check_running_stat(stat, x)
+    check_token_mask(token_mask, tuple(x.shape[:-1]))
+    check_same_device(x=x, sq_norms=stat.mean_sq, token_mask=token_mask)
+    if resolve_backend(backend, x, stat.mean_sq) == "torch":
+        update_running_sq_norms_torch(stat, x, token_mask)
+    else:
+        batch_sum = torch.zeros_like(stat.mean_sq)
+        _ops.accumulate_sq_norms_op(x, batch_sum, token_mask, "triton")
+        stat.fold(batch_sum, num_samples(x))
+    return stat
+
+
+def linear_with_running_sq_norms(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    stat: RunningSqNorms,
+    token_mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """y = F.linear(x, weight, bias), folding x's samples into `stat` as update_running_sq_norms does
+    (Triton: the batch sum comes from the same read of x as the GEMM)."""
+    if resolve_backend(backend, x, weight) == "torch":
+        y = linear_with_sq_norms(x, weight, bias, backend="torch")  # validates x, weight, bias
+        update_running_sq_norms(stat, x, token_mask, backend="torch")
+        return y
+    _check_running_stat(stat, x)
+    batch_sum = torch.zeros_like(stat.mean_sq)
+    y = linear_with_sq_norms(x, weight, bias, sq_norms=batch_sum, token_mask=token_mask, backend="triton")
+    stat.fold(batch_sum, num_samples(x))
+    return y

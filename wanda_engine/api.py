@@ -14,14 +14,18 @@ import torch
 from . import data
 from .errors import UserError
 from .eval import perplexity
+from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
-from .outputs import atomic_output_dir, check_output_dir
+from .models.streaming import ShardWriter, StreamedBlocks, load_head, non_block_tensors
+from .outputs import atomic_output_dir, check_output_dir, replace_dir
+from .resume import RunCheckpoint, clear_partial, copy_batches, fingerprint, partial_dir_for
 from .prune.allocation import ALLOCATIONS, allocation_options
 from .prune.importance import (
-    achieved_block_sparsity, block_profile, check_cached_importance, load_block_importance, measure_block_importance,
+    achieved_block_sparsity, block_profile, check_cached_importance, importance_from_report, load_block_importance,
+    measure_block_importance,
 )
 from .prune.methods import METHODS
-from .prune.schedule import capture_block_inputs, prune_blocks
+from .prune.schedule import PruneOutcome, Riders, capture_block_inputs, prune_blocks
 from .prune.schedules import SCHEDULES
 from .prune.sparsity import parse_sparsity
 from .report import write_report
@@ -69,6 +73,10 @@ class PruneConfig:
     owl_lambda: float | None = None
     importance_from: str | None = None
     trust_remote_code: bool = False
+    # Streaming (safetensors sources): blocks read from the shards one at a time; False = whole model.
+    stream: bool = True
+    resume: bool = False
+    checkpoint_every: float = 300.0  # seconds between resume checkpoints of a streamed --save_model run
     progress: bool = True
 
 
@@ -107,8 +115,33 @@ def _validate(config: PruneConfig) -> None:
         raise UserError(f"--calibration_format {config.calibration_format!r}: choose context, context_question or template")
     METHODS.get(config.prune_method)
     ALLOCATIONS.get(config.sparsity_allocation)
+    if config.resume and not config.save_model:
+        raise UserError("--resume continues a streamed --save_model run; give the same --save_model DIR as the interrupted run")
+    if config.resume and not config.stream:
+        raise UserError("--resume works with streaming only; drop --no_stream")
+    if config.checkpoint_every < 0:
+        raise UserError(f"--checkpoint_every {config.checkpoint_every:g}: must be >= 0 seconds")
     if config.use_variant and config.prune_method != "wanda":
         raise UserError(f"--use_variant applies to --prune_method wanda, not {config.prune_method!r}; drop --use_variant")
+
+
+def _eval_window_count(eval_ids: torch.Tensor, seqlen: int, limit: int | None) -> int:
+    count = eval_ids.numel() // seqlen
+    return min(count, limit) if limit else count
+
+
+def _activation_storage(device: str, loaded, nsamples: int, eval_windows: int, seqlen: int) -> tuple[torch.device, str]:
+    """Where the hidden states live: on the compute device when they fit (with room for a block and its
+    intermediates), else in pinned host memory, moved to the device one batch at a time."""
+    hidden = int(getattr(loaded.model.config, "hidden_size", 0) or 0)
+    nbytes = (nsamples + eval_windows) * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
+    size = f"{(nsamples + eval_windows)} × {seqlen} × {hidden} hidden states, {nbytes / 2**20:.0f} MiB"
+    if not device.startswith("cuda"):
+        return torch.device(device), f"{device} ({size})"
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    if 3 * nbytes < free // 2:  # ×3: the outputs of a pass and a schedule's intermediates coexist with the inputs
+        return torch.device(device), f"{device} ({size})"
+    return torch.device("cpu"), f"pinned host memory ({size}; did not fit beside the model on {device})"
 
 
 def run_prune(config: PruneConfig, log=print) -> dict:
@@ -145,11 +178,13 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     stage = time.perf_counter()
     loaded = load_model(
         config.model, dtype=dtype, device=device, cache_dir=config.cache_dir,
-        trust_remote_code=config.trust_remote_code, log=log,
+        trust_remote_code=config.trust_remote_code, stream=config.stream, log=log,
     )
     timings["load_s"] = time.perf_counter() - stage
     model, tokenizer = loaded.model, loaded.tokenizer
     log(f"model: {loaded.name} ({loaded.why}; weights: {loaded.source}) on {device}, {dtype}")
+    if loaded.streamed:
+        log(f"streaming: blocks read one at a time from {loaded.checkpoint.directory} (--no_stream loads the whole model)")
     defaults = EMBEDDED_DEFAULTS if embedded else {}
     nsamples = config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES)
     seqlen = config.seqlen or defaults.get("seqlen", min(DEFAULT_SEQLEN_CAP, loaded.context_length))
@@ -185,8 +220,24 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         )
         calibration_description = calib.description
         log(f"calibration data: {calib.description}")
-        batches = capture_block_inputs(model, calib.input_ids, calib.attention_mask, config.batch_size, torch.device(device))
+    storage, activations_where = _activation_storage(
+        device, loaded, nsamples if batches_used else 0, 0 if eval_ids is None or not loaded.streamed else 2 * _eval_window_count(eval_ids, seqlen, eval_limit), seqlen,
+    )
+    if batches_used:
+        batches = capture_block_inputs(
+            model, calib.input_ids, calib.attention_mask, config.batch_size, torch.device(device), storage=storage
+        )
     timings["calibration_s"] = time.perf_counter() - stage
+    riders = None
+    windows = None
+    if loaded.streamed and eval_ids is not None:
+        # Streamed evaluation: the windows ride through each block beside the calibration batches,
+        # through the dense block (dense perplexity) and the pruned one (pruned perplexity).
+        windows = cut_eval_windows(eval_ids, seqlen, eval_limit)
+        dense = capture_block_inputs(
+            model, windows, torch.ones_like(windows), config.batch_size, torch.device(device), storage=storage
+        )
+        riders = Riders(dense=dense, pruned=copy_batches(dense))
 
     eval_seconds: list[float] = []
 
@@ -203,10 +254,27 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         log(f"{label} perplexity: {ppl:.3f} ({windows} windows of {seqlen})")
         return ppl, windows
 
-    ppl_dense, eval_windows = evaluate("dense")
+    ppl_dense, eval_windows = (None, None) if loaded.streamed else evaluate("dense")
 
     # --- prune ---
     blocks = decoder_blocks(model)
+    partial_dir = partial_dir_for(model_dir) if loaded.streamed and model_dir is not None else None
+    checkpoint = None
+    resumed_state: dict = {}
+    start_block, outcome_so_far = 0, None
+    if partial_dir is not None:
+        checkpoint = RunCheckpoint(partial_dir, fingerprint(config), config.checkpoint_every)
+        if config.resume:
+            start_block, outcome_so_far, resumed_state = checkpoint.load(batches, riders)
+            log(f"resuming from block {start_block} of {len(blocks)} ({partial_dir})")
+            if resumed_state.get("importance") is not None:
+                cached_importance = importance_from_report(resumed_state["importance"], source=f"checkpoint in {partial_dir}")
+        else:
+            if partial_dir.exists():
+                log(f"removing the partial output of an earlier interrupted run: {partial_dir}")
+            clear_partial(partial_dir)
+            partial_dir.mkdir(parents=True)
+    dense_blocks = StreamedBlocks(model, loaded.checkpoint, loaded.dtype, device) if loaded.streamed else model
     importance = None
     allocation_notes: list[str] = []
     if block_statistic is not None:
@@ -223,7 +291,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
             log(f"block importance: read from {importance.source}")
         else:
             importance = measure_block_importance(
-                model, batches, owl_m=allocation_settings.owl_m, progress=config.progress, measured_on=measured_on
+                dense_blocks, batches, owl_m=allocation_settings.owl_m, progress=config.progress, measured_on=measured_on
             )
             timings["importance_s"] = importance.seconds
             log(f"block importance: one dense pass over {len(blocks)} blocks in {importance.seconds:.1f}s")
@@ -235,21 +303,56 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     allocation_notes += allocation.notes
     for note in allocation_notes:
         log(f"allocation: {note}")
-    outcome = prune_blocks(
-        model, batches, method, allocation.targets, schedule=SCHEDULES.get(config.schedule), progress=config.progress
-    )
+    writer = ShardWriter(partial_dir, len(blocks)) if partial_dir is not None else None
+    pruned_blocks = StreamedBlocks(model, loaded.checkpoint, loaded.dtype, device, writer) if loaded.streamed else model
+
+    def after_block(index: int) -> None:
+        if checkpoint is not None and checkpoint.due(index, len(blocks)):
+            checkpoint.save(index + 1, batches, riders, outcome_box[0], {"importance": importance.to_report() if importance is not None else None})
+
+    outcome_box = [outcome_so_far or PruneOutcome(block_sparsity=[t.ratio for t in allocation.targets])]
+    try:
+        outcome = prune_blocks(
+            pruned_blocks, batches, method, allocation.targets, schedule=SCHEDULES.get(config.schedule),
+            progress=config.progress, start=start_block, riders=riders, after_block=after_block, outcome=outcome_box[0],
+        )
+    except BaseException:
+        if partial_dir is not None:
+            if (partial_dir / "resume").is_dir():
+                log(f"interrupted: the blocks done so far are kept in {partial_dir}; rerun the same command with --resume to continue")
+            else:
+                clear_partial(partial_dir)
+        raise
     del batches
     timings["prune_s"] = outcome.prune_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
 
-    ppl_pruned, _ = evaluate("pruned")
+    if loaded.streamed:
+        if riders is not None:
+            stage = time.perf_counter()
+            norm, head = load_head(model, loaded.checkpoint, loaded.dtype, device)
+            ppl_dense = perplexity_from_hidden(norm, head, [b.hidden for b in riders.dense], windows)
+            ppl_pruned = perplexity_from_hidden(norm, head, [b.hidden for b in riders.pruned], windows)
+            eval_windows = int(windows.shape[0])
+            eval_seconds.append(riders.seconds + time.perf_counter() - stage)
+            log(f"dense perplexity: {ppl_dense:.3f}; pruned perplexity: {ppl_pruned:.3f} ({eval_windows} windows of {seqlen}, streamed)")
+            del riders
+        else:
+            ppl_pruned = None
+    else:
+        ppl_pruned, _ = evaluate("pruned")
     timings["eval_s"] = sum(eval_seconds)
 
     if model_dir is not None:
         stage = time.perf_counter()
-        with atomic_output_dir(model_dir) as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+        if writer is not None:
+            writer.finish(non_block_tensors(model, loaded.checkpoint, loaded.dtype), model.config, tokenizer)
+            clear_partial(partial_dir / "resume")
+            replace_dir(partial_dir, model_dir)
+        else:
+            with atomic_output_dir(model_dir) as tmp:
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
         timings["save_model_s"] = time.perf_counter() - stage
         log(f"pruned model saved to {model_dir}")
 
@@ -279,6 +382,9 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         },
         "block_importance": importance.to_report() if importance is not None else None,
         "schedule": config.schedule,
+        "streamed": loaded.streamed,
+        "activations": activations_where,
+        "resumed_from_block": start_block if config.resume else None,
         "ppl_dense": ppl_dense,
         "ppl_pruned": ppl_pruned,
         "eval_dataset": eval_spec,

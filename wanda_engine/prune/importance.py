@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..models.blocks import decoder_blocks, linear_layers
 from .allocation import STATISTICS, BlockProfile
-from .schedule import BlockBatch, StatisticsPass, call_block
+from .schedule import BlockBatch, BlockStore, StatisticsPass, as_block_store, call_block
 
 
 @dataclass
@@ -83,7 +83,7 @@ def _outlier_ratio(linears: dict[str, nn.Linear], statistics: StatisticsPass, ow
 
 @torch.no_grad()
 def measure_block_importance(
-    model: nn.Module, batches: list[BlockBatch], *, owl_m: float = 5.0, progress: bool = True,
+    blocks: "BlockStore | nn.Module", batches: list[BlockBatch], *, owl_m: float = 5.0, progress: bool = True,
     measured_on: dict | None = None,
 ) -> BlockImportance:
     """Influence and OWL outlier ratio of every block, from one dense pass over `batches` (not modified)."""
@@ -92,7 +92,9 @@ def measure_block_importance(
     started = time.perf_counter()
     hidden = [batch.hidden for batch in batches]
     influence, outlier = [], []
-    for block in tqdm(decoder_blocks(model), desc="block importance", unit="block", disable=not progress):
+    store = as_block_store(blocks)
+    for index in tqdm(range(len(store)), desc="block importance", unit="block", disable=not progress):
+        block = store.load(index)
         linears = linear_layers(block)
         statistics = StatisticsPass(linears)
         cosine_sum, tokens = 0.0, 0
@@ -110,6 +112,7 @@ def measure_block_importance(
         hidden = outputs
         influence.append(1.0 - cosine_sum / max(tokens, 1))
         outlier.append(_outlier_ratio(linears, statistics, owl_m))
+        store.release(index, block, pruned=False)
     return BlockImportance(
         influence=influence, outlier=outlier, owl_m=owl_m, measured_on=dict(measured_on or {}),
         seconds=time.perf_counter() - started,
@@ -144,6 +147,14 @@ def load_block_importance(path: str) -> BlockImportance:
     return BlockImportance(
         influence=influence, outlier=outlier, owl_m=owl_m, measured_on=dict(cached.get("measured_on") or {}),
         source=str(report_path),
+    )
+
+
+def importance_from_report(saved: dict, source: str) -> BlockImportance:
+    """A BlockImportance back from its `to_report()` form (trusted: written by this program)."""
+    return BlockImportance(
+        influence=list(saved["influence"]), outlier=list(saved["outlier"]), owl_m=float(saved["owl_m"]),
+        measured_on=dict(saved.get("measured_on") or {}), source=source,
     )
 
 

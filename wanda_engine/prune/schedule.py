@@ -43,9 +43,11 @@ class _Captured(Exception):
 
 @torch.no_grad()
 def capture_block_inputs(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int, device: torch.device,
+    storage: torch.device | None = None,
 ) -> list[BlockBatch]:
-    """Run the model up to its first block for each calibration batch and keep what that block receives."""
+    """Run the model up to its first block for each calibration batch and keep what that block receives.
+    `storage`: where the hidden states live (default: `device`); host memory is pinned for fast copies."""
     first_block = decoder_blocks(model)[0]
     captured: dict = {}
 
@@ -65,31 +67,39 @@ def capture_block_inputs(
             except _Captured:
                 pass
             token_mask = mask.bool()
-            batches.append(
-                BlockBatch(captured["hidden"], dict(captured["kwargs"]), None if bool(token_mask.all()) else token_mask)
-            )
+            hidden = captured["hidden"]
+            if storage is not None and hidden.device != storage:
+                hidden = hidden.to(storage)
+                if storage.type == "cpu" and torch.cuda.is_available():
+                    hidden = hidden.pin_memory()
+            batches.append(BlockBatch(hidden, dict(captured["kwargs"]), None if bool(token_mask.all()) else token_mask))
     finally:
         handle.remove()
     return batches
 
 
 def call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
-    """One decoder block on one batch, with the kwargs captured from the model (no KV cache)."""
-    out = block(batch.hidden, use_cache=False, **batch.kwargs)
-    return out[0] if isinstance(out, tuple) else out
+    """One decoder block on one batch, with the kwargs captured from the model (no KV cache). Hidden
+    states kept in host memory (they did not fit on the GPU) go to the block's device and back."""
+    hidden = batch.hidden
+    compute = next(block.parameters()).device
+    out = block(hidden.to(compute, non_blocking=True), use_cache=False, **batch.kwargs)
+    out = out[0] if isinstance(out, tuple) else out
+    return out if out.device == hidden.device else out.to(hidden.device)
 
 
 class StatisticsPass:
-    """Accumulates Σx² (fp32) per distinct linear input while a block runs.
+    """Accumulates the Wanda statistic (fp32) per distinct linear input while a block runs.
 
     Linears fed the very same tensor (q/k/v; gate/up) share one statistic, found from tensor identity
-    at run time, so no per-architecture table is needed. The accumulation goes through
-    `kernels.linear_with_sq_norms`, which fuses it into the GEMM on CUDA.
+    at run time, so no per-architecture table is needed. The statistic is the reference's running mean
+    over samples of ||x_j||² (`kernels.RunningSqNorms`), accumulated through
+    `kernels.linear_with_running_sq_norms`, which fuses it into the GEMM on CUDA.
     """
 
     def __init__(self, linears: dict[str, nn.Linear]) -> None:
         self.linears = linears
-        self.stats: dict[str, torch.Tensor] = {}
+        self.stats: dict[str, kernels.RunningSqNorms] = {}
         self.group_of: dict[str, str] = {}  # linear name → name of the linear owning its statistic
         self._seen: dict[int, tuple[torch.Tensor, str]] = {}
         self._token_mask: torch.Tensor | None = None
@@ -109,7 +119,8 @@ class StatisticsPass:
         self._token_mask = token_mask
 
     def statistic(self, name: str) -> torch.Tensor:
-        return self.stats[self.group_of[name]]
+        """fp32 [in_features]: mean over calibration samples of ||x_j||² of this linear's input."""
+        return self.stats[self.group_of[name]].mean_sq
 
     def _forward_for(self, name: str, linear: nn.Linear):
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -121,11 +132,11 @@ class StatisticsPass:
             owner = self.group_of.setdefault(name, name)
             stat = self.stats.get(owner)
             if stat is None:
-                stat = self.stats[owner] = torch.zeros(linear.in_features, dtype=torch.float32, device=x.device)
+                stat = self.stats[owner] = kernels.RunningSqNorms(linear.in_features, x.device)
             token_mask = self._token_mask
             if token_mask is not None and tuple(token_mask.shape) != tuple(x.shape[:-1]):
                 raise RuntimeError(f"{name}: input shape {tuple(x.shape)} does not match the token mask {tuple(token_mask.shape)}")
-            return kernels.linear_with_sq_norms(x, linear.weight, linear.bias, sq_norms=stat, token_mask=token_mask)
+            return kernels.linear_with_running_sq_norms(x, linear.weight, linear.bias, stat, token_mask=token_mask)
 
         return forward
 
@@ -181,12 +192,7 @@ def prune_blocks(
 ) -> PruneOutcome:
     """Prune decoder blocks `start`.. in order; `batches` hold block `start`'s inputs and are advanced
     in place. `after_block(index)` runs once a block is pruned and released (checkpoints)."""
-    if not isinstance(blocks, nn.Module):
-        store = blocks
-    else:
-        from ..models.blocks import InMemoryBlocks
-
-        store = InMemoryBlocks(blocks)
+    store = as_block_store(blocks)
     if schedule is None:
         from .schedules import SCHEDULES
 
@@ -223,6 +229,15 @@ def prune_blocks(
         riders.seconds += rider_seconds
     outcome.prune_s += time.perf_counter() - started - rider_seconds
     return outcome
+
+
+def as_block_store(blocks: "BlockStore | nn.Module") -> BlockStore:
+    """A whole model in memory becomes an InMemoryBlocks store; a store is returned as is."""
+    if isinstance(blocks, nn.Module):
+        from ..models.blocks import InMemoryBlocks
+
+        return InMemoryBlocks(blocks)
+    return blocks
 
 
 def _advance(block: nn.Module, batches: list[BlockBatch]) -> None:

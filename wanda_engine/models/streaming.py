@@ -1,0 +1,220 @@
+"""Memory-light streaming from safetensors shards: the model is a skeleton on the meta device, and each
+decoder block is materialised from the shards only while it is being worked on.
+
+- `SafetensorsCheckpoint` knows which shard holds which tensor and reads only the tensors asked for
+  (safetensors `safe_open`; a file is open only while its tensors are read, so no shard stays mapped).
+- `load_skeleton` builds the model with every parameter on `meta` (buffers such as the rotary
+  frequencies are real: they are computed, not stored) and materialises the embeddings.
+- `StreamedBlocks` is the `BlockStore` prune_blocks walks: `load(i)` reads block i, `release(i)` hands
+  a pruned block to the `ShardWriter` and returns its memory.
+- `ShardWriter` writes the pruned model one shard per block as blocks finish (same tensor names as
+  the source), then the remaining tensors, the index, config and tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import UserError
+from .blocks import blocks_prefix, decoder_blocks
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+class SafetensorsCheckpoint:
+    """Tensor name → shard file of a local safetensors model directory (sharded or not)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        index = self.directory / INDEX_FILE
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.file_of = {name: self.directory / shard for name, shard in weight_map.items()}
+        elif (self.directory / SINGLE_FILE).is_file():
+            with safe_open(str(self.directory / SINGLE_FILE), framework="pt") as handle:
+                self.file_of = {name: self.directory / SINGLE_FILE for name in handle.keys()}
+        else:
+            raise FileNotFoundError(f"{self.directory} has no {SINGLE_FILE} or {INDEX_FILE}")
+
+    @staticmethod
+    def present(directory: Path) -> bool:
+        return (Path(directory) / INDEX_FILE).is_file() or (Path(directory) / SINGLE_FILE).is_file()
+
+    def names(self) -> list[str]:
+        return list(self.file_of)
+
+    def read(self, names: Iterable[str], dtype: torch.dtype, device: torch.device | str) -> dict[str, torch.Tensor]:
+        by_file: dict[Path, list[str]] = defaultdict(list)
+        for name in names:
+            by_file[self.file_of[name]].append(name)
+        tensors = {}
+        for path, file_names in by_file.items():
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for name in file_names:
+                    tensor = handle.get_tensor(name)
+                    if tensor.is_floating_point():
+                        tensor = tensor.to(dtype)
+                    tensors[name] = tensor.to(device)
+        return tensors
+
+    def total_bytes(self) -> int:
+        return sum(path.stat().st_size for path in set(self.file_of.values()))
+
+
+def _set_tensor(root: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Replace parameter or buffer `name` (dotted, relative to root) by `value`."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = root.get_submodule(owner_name) if owner_name else root
+    if leaf in owner._parameters:
+        owner._parameters[leaf] = nn.Parameter(value, requires_grad=False)
+    else:
+        owner._buffers[leaf] = value
+
+
+def materialise(root: nn.Module, prefix: str, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device) -> None:
+    """Load every parameter of `root` (whose names in the checkpoint start with `prefix`) from the shards."""
+    wanted = {f"{prefix}{name}": name for name, _ in root.named_parameters(remove_duplicate=False)}
+    missing = [full for full in wanted if full not in checkpoint.file_of]
+    if missing:
+        raise UserError(
+            f"the checkpoint in {checkpoint.directory} has no tensor {missing[0]!r} (and {len(missing) - 1} more) that the "
+            "model expects; its tensor names differ from the model's, so it cannot be streamed: pass --no_stream"
+        )
+    for full, tensor in checkpoint.read(wanted, dtype, device).items():
+        _set_tensor(root, wanted[full], tensor)
+
+
+def release(root: nn.Module) -> None:
+    """Return a materialised module's parameter memory (back to the meta device)."""
+    for name, param in list(root.named_parameters(remove_duplicate=False)):
+        _set_tensor(root, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
+
+
+def load_skeleton(config, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device: str, trust_remote_code: bool) -> nn.Module:
+    """The model with parameters on meta, except the input embeddings (needed to capture block inputs)."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):  # computed buffers (rotary) stay real
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.eval()
+    for module in model.modules():
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and buffer.device.type != "meta":
+                module._buffers[name] = buffer.to(device)
+    embeddings = model.get_input_embeddings()
+    prefix = _prefix_of(model, embeddings)
+    materialise(embeddings, prefix, checkpoint, dtype, device)
+    return model
+
+
+def _prefix_of(model: nn.Module, target: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is target:
+            return f"{name}." if name else ""
+    raise ValueError(f"{type(target).__name__} is not part of {type(model).__name__}")
+
+
+def load_head(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device) -> tuple[nn.Module, nn.Module]:
+    """Materialise the final norm and the output projection (for evaluation); returns (norm, lm_head)."""
+    norm = final_norm(model)
+    materialise(norm, _prefix_of(model, norm), checkpoint, dtype, device)
+    head = model.get_output_embeddings()
+    head_prefix = _prefix_of(model, head)
+    if f"{head_prefix}weight" in checkpoint.file_of:
+        materialise(head, head_prefix, checkpoint, dtype, device)
+    elif getattr(model.config, "tie_word_embeddings", False):
+        head.weight = model.get_input_embeddings().weight
+    else:
+        raise UserError(f"the checkpoint in {checkpoint.directory} has no {head_prefix}weight; pass --no_stream")
+    return norm, head
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if not isinstance(norm, nn.Module):
+        raise ValueError(f"cannot find the final norm of {type(model).__name__}: expected model.model.norm")
+    return norm
+
+
+class StreamedBlocks:
+    """BlockStore over a meta skeleton: each block is read from the shards when loaded, and on release
+    optionally written out (pruned) and freed."""
+
+    def __init__(self, model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device,
+                 writer: "ShardWriter | None" = None) -> None:
+        self.blocks = decoder_blocks(model)
+        self.prefix = blocks_prefix(model)
+        self.checkpoint = checkpoint
+        self.dtype = dtype
+        self.device = device
+        self.writer = writer
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def load(self, index: int) -> nn.Module:
+        block = self.blocks[index]
+        materialise(block, f"{self.prefix}{index}.", self.checkpoint, self.dtype, self.device)
+        return block
+
+    def release(self, index: int, block: nn.Module, pruned: bool) -> None:
+        if pruned and self.writer is not None:
+            self.writer.write_block(index, {f"{self.prefix}{index}.{name}": t for name, t in block.state_dict().items()})
+        release(block)
+
+
+def shard_name(index: int) -> str:
+    return f"model-{index + 1:05d}.safetensors"
+
+
+class ShardWriter:
+    """Writes a streamed model into `directory`: one shard per decoder block as it finishes (file
+    `model-<block+1>.safetensors`, so a resumed run overwrites exactly the blocks it redoes), then one
+    shard with every other tensor, and the index that `from_pretrained` reads."""
+
+    def __init__(self, directory: Path, num_blocks: int) -> None:
+        self.directory = Path(directory)
+        self.num_blocks = num_blocks
+
+    def write_block(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
+        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, self.directory / shard_name(index))
+
+    def finish(self, rest: dict[str, torch.Tensor], config, tokenizer) -> None:
+        """Write the non-block tensors, the index, config and tokenizer."""
+        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in rest.items()}, self.directory / shard_name(self.num_blocks))
+        weight_map, total = {}, 0
+        for index in range(self.num_blocks + 1):
+            path = self.directory / shard_name(index)
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    weight_map[name] = path.name
+            total += path.stat().st_size
+        index_json = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.directory / INDEX_FILE).write_text(json.dumps(index_json, indent=2) + "\n")
+        config.save_pretrained(self.directory)
+        tokenizer.save_pretrained(self.directory)
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def non_block_tensors(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Every checkpoint tensor outside the decoder blocks (embeddings, final norm, lm_head, ...), read
+    from the source: pruning does not touch them."""
+    prefix = blocks_prefix(model)
+    names = [name for name in checkpoint.names() if not name.startswith(prefix)]
+    return checkpoint.read(names, dtype, "cpu")

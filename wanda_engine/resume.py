@@ -1,0 +1,113 @@
+"""Checkpoints of a streamed run, so `--resume` continues from the last saved block.
+
+A streamed run with --save_model DIR builds the pruned model in a hidden sibling `.DIR.partial`
+(renamed to DIR only when complete, so DIR is never half-written). Beside the block shards it keeps
+`resume/`: the hidden states of every calibration batch (and evaluation windows) at the input of the
+next block, the bookkeeping of the blocks done so far, and the settings that produced them. Tensors
+are stored as safetensors (never pickle); the state file is replaced last, so a crash while
+checkpointing leaves the previous checkpoint valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from .errors import UserError
+from .prune.schedule import BlockBatch, PruneOutcome, Riders
+
+STATE_FILE = "state.json"
+# Settings that do not change the pruned weights or the measured numbers.
+_NOT_FINGERPRINTED = {"resume", "overwrite", "progress", "save", "save_model", "checkpoint_every"}
+
+
+def partial_dir_for(model_dir: Path) -> Path:
+    return model_dir.parent / f".{model_dir.name}.partial"
+
+
+def fingerprint(config) -> dict:
+    return {key: value for key, value in sorted(asdict(config).items()) if key not in _NOT_FINGERPRINTED}
+
+
+class RunCheckpoint:
+    def __init__(self, partial_dir: Path, settings: dict, every_s: float) -> None:
+        self.directory = partial_dir / "resume"
+        self.settings = settings
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def due(self, index: int, num_blocks: int) -> bool:
+        return index + 1 < num_blocks and time.monotonic() - self._last >= self.every_s
+
+    def save(self, next_block: int, batches: list[BlockBatch], riders: Riders | None, outcome: PruneOutcome,
+             extra: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"calibration.{i}": b.hidden for i, b in enumerate(batches)}
+        if riders is not None:
+            tensors.update({f"dense.{i}": b.hidden for i, b in enumerate(riders.dense)})
+            tensors.update({f"pruned.{i}": b.hidden for i, b in enumerate(riders.pruned)})
+        activations = f"activations-{next_block:05d}.safetensors"
+        tmp = self.directory / f".{activations}.tmp"
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, self.directory / activations)
+        state = {
+            "settings": self.settings,
+            "next_block": next_block,
+            "activations": activations,
+            "outcome": asdict(outcome),
+            "riders_seconds": riders.seconds if riders is not None else 0.0,
+            **extra,
+        }
+        tmp_state = self.directory / f".{STATE_FILE}.tmp"
+        tmp_state.write_text(json.dumps(state))
+        os.replace(tmp_state, self.directory / STATE_FILE)
+        for old in self.directory.glob("activations-*.safetensors"):
+            if old.name != activations:
+                old.unlink()
+        self._last = time.monotonic()
+
+    def load(self, batches: list[BlockBatch], riders: Riders | None) -> tuple[int, PruneOutcome, dict]:
+        """Restore the hidden states into `batches`/`riders` (captured again, so their kwargs are fresh);
+        return (next block, outcome so far, the whole state)."""
+        state_path = self.directory / STATE_FILE
+        if not state_path.is_file():
+            raise UserError(
+                f"--resume: no checkpoint in {self.directory.parent} (the run ended before its first checkpoint); "
+                "run again without --resume"
+            )
+        state = json.loads(state_path.read_text())
+        if state["settings"] != self.settings:
+            changed = sorted(k for k in set(state["settings"]) | set(self.settings)
+                             if state["settings"].get(k) != self.settings.get(k))
+            raise UserError(
+                f"--resume: the partial run in {self.directory.parent} used other settings ({', '.join(changed)}); "
+                "repeat its exact command, or run without --resume to start over"
+            )
+        saved = load_file(str(self.directory / state["activations"]))
+        groups = [("calibration", batches)]
+        if riders is not None:
+            groups += [("dense", riders.dense), ("pruned", riders.pruned)]
+            riders.seconds = state["riders_seconds"]
+        for label, group in groups:
+            for i, batch in enumerate(group):
+                hidden = saved[f"{label}.{i}"]
+                batch.hidden = hidden.to(batch.hidden.device, batch.hidden.dtype)
+        outcome = PruneOutcome(**state["outcome"])
+        return int(state["next_block"]), outcome, state
+
+
+def clear_partial(partial_dir: Path) -> None:
+    shutil.rmtree(partial_dir, ignore_errors=True)
+
+
+def copy_batches(batches: list[BlockBatch]) -> list[BlockBatch]:
+    return [BlockBatch(b.hidden.clone(), b.kwargs, b.token_mask) for b in batches]
+
+
+__all__ = ["RunCheckpoint", "clear_partial", "copy_batches", "fingerprint", "partial_dir_for"]
