@@ -12,6 +12,8 @@ peak RSS is its own (the suite reads it back with os.wait4; each also reports ru
         perplexity of each model (a saved directory, or "embedded") with the engine's evaluator
     python -m benchmarks.sides random-model --out DIR --layers N [--hidden 1024 ...]
         a random-initialised LLaMA saved as several safetensors shards, with the tests' tiny tokenizer
+    python -m benchmarks.sides baseline --out DIR
+        imports torch, transformers and the engine and stops: the peak RSS every side starts from
 
 `--model` omitted or "embedded" = the embedded SmolLM2 (the engine's default model).
 """
@@ -169,12 +171,17 @@ def evaluate(args) -> int:
 
     results = []
     text = description = None
+    tokenized: dict[str, object] = {}  # tokenizer definition → token ids: the text is tokenized once per tokenizer
     for spec in args.models:
         started = time.perf_counter()
         loaded = _load(spec)
         if text is None:
             text, description = data.load_eval_text(args.eval, data_dir=args.data_dir)
-        eval_ids = loaded.tokenizer(text, return_tensors="pt").input_ids[0]
+        backend = getattr(loaded.tokenizer, "backend_tokenizer", None)
+        key = backend.to_str() if backend is not None else repr(loaded.tokenizer)
+        if key not in tokenized:
+            tokenized[key] = loaded.tokenizer(text, return_tensors="pt").input_ids[0]
+        eval_ids = tokenized[key]
         ppl, windows = perplexity(
             loaded.model, eval_ids, args.seqlen, limit=args.eval_limit, batch_size=args.batch_size, progress=False
         )
@@ -196,7 +203,9 @@ def tiny_tokenizer():
 def random_model(args) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     tokenizer = tiny_tokenizer()
     if args.vocab < len(tokenizer):
         raise SystemExit(f"--vocab {args.vocab} is smaller than the tokenizer's {len(tokenizer)} entries")
@@ -216,6 +225,18 @@ def random_model(args) -> int:
     params = sum(p.numel() for p in model.parameters())
     _write_json(out / "benchmark_model.json", {"layers": args.layers, "params": params, "bytes": size, "shards": shards})
     _log(f"random LLaMA, {args.layers} blocks, {params / 1e6:.0f}M params, {len(shards)} shards, {size / 2**20:.0f} MB")
+    return 0
+
+
+def baseline(args) -> int:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+
+    import kernels  # noqa: F401
+    import wanda_engine.api  # noqa: F401
+    from benchmarks import reference_wanda  # noqa: F401
+
+    _write_json(Path(args.out) / "result.json", {"side": "baseline", "peak_rss_mb": peak_rss_mb()})
     return 0
 
 
@@ -266,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shard_size", default="200MB")
     sub.add_argument("--seed", type=int, default=0)
     sub.set_defaults(run=random_model)
+
+    sub = commands.add_parser("baseline", help="imports only: the RSS every side starts from")
+    sub.add_argument("--out", required=True)
+    sub.set_defaults(run=baseline)
     return parser
 
 

@@ -1,1 +1,218 @@
-"""`--schedule sequential`: placeholder until the sequential schedule lands."""
+"""`--schedule sequential`: every linear of a block is applied once per calibration sample, and each
+linear's statistic comes from inputs produced by the already-pruned linears upstream of it.
+
+Within a block, in order: q/k/v are pruned from the statistic of the attention input; attention runs
+with the pruned q/k/v while o_proj's input statistic accumulates; o_proj is pruned; the residual and
+the MLP input are formed while gate/up's statistic accumulates; gate/up are pruned; the MLP
+intermediate act(gate)·up is formed while down_proj's statistic accumulates; down_proj is pruned and
+the block output replaces each `batch.hidden`.
+
+The block is split at its linears without re-implementing attention: `self_attn` run with `o_proj`
+swapped for an identity returns o_proj's input, and likewise `mlp` without `down_proj`. That relies on
+the LLaMA block wiring (pre-norm attention and MLP with residuals), so other structures are refused,
+and the split is checked against the block's own forward before anything is pruned.
+
+Memory: besides the hidden states, all batches' attention outputs are held (≈ hidden size), then all
+batches' MLP intermediates (intermediate_size / hidden_size × hidden, 2.7–3.5× for LLaMA models),
+on the device the hidden states live on: a statistic must be complete before its linear may run.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+import kernels
+
+from ...errors import UserError
+from ...models.blocks import linear_layers
+from ..methods import PruningMethod
+from ..schedule import BlockBatch, call_block
+from ..sparsity import SparsityTarget
+from . import SCHEDULES
+
+_BLOCK_CHILDREN = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
+_ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+_MLP_INPUTS = ("mlp.gate_proj", "mlp.up_proj")
+_LINEARS = {*_ATTENTION_INPUTS, "self_attn.o_proj", *_MLP_INPUTS, "mlp.down_proj"}
+
+# Relative tolerance (of the output's largest magnitude) for the split-vs-block check: the split runs
+# the same operations in the same order, so only rounding-level differences are acceptable.
+_CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 2e-2}
+
+# Block structures (by module classes) whose split was already checked against their own forward.
+# Whether the split is valid is a property of the block's code, which every block of a model shares,
+# so it is checked on the first batch of the first block of each structure only: checking every block
+# would cost two extra forwards of a batch per block, +50% for a 4-batch calibration set.
+_VERIFIED_STRUCTURES: set[tuple[type, ...]] = set()
+
+
+def _refuse(block: nn.Module, reason: str) -> UserError:
+    return UserError(
+        f"--schedule sequential does not support {type(block).__name__} blocks ({reason}); use --schedule reference"
+    )
+
+
+@contextmanager
+def _bypassed(parent: nn.Module, name: str) -> Iterator[nn.Module]:
+    """Swap `parent.<name>` for an identity, so `parent` returns what that linear would have received."""
+    linear = getattr(parent, name)
+    setattr(parent, name, nn.Identity())
+    try:
+        yield linear
+    finally:
+        setattr(parent, name, linear)
+
+
+def _to_compute(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # Hidden states may live in (pinned) host memory when they do not fit on the GPU, as in call_block.
+    return x.to(device, non_blocking=True)
+
+
+class _SplitBlock:
+    """A LLaMA-style decoder block split at its linears: norm → attention → o_proj → residual → norm →
+    MLP up to down_proj → down_proj → residual. Methods take and return tensors on the block's device."""
+
+    def __init__(self, block: nn.Module) -> None:
+        children = {name for name, _ in block.named_children()}
+        if children != _BLOCK_CHILDREN:
+            raise _refuse(block, f"submodules {sorted(children)}, expected {sorted(_BLOCK_CHILDREN)}")
+        linear_names = set(linear_layers(block))
+        if linear_names != _LINEARS:
+            raise _refuse(block, f"linear layers {sorted(linear_names)}, expected {sorted(_LINEARS)}")
+        self.block = block
+        self.attention = block.self_attn
+        self.mlp = block.mlp
+        self.device = next(block.parameters()).device
+        self.structure = tuple(type(module) for _, module in sorted(block.named_children())) + (type(block),)
+
+    def attention_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.block.input_layernorm(hidden)
+
+    def attention_mix(self, attention_input: torch.Tensor, batch: BlockBatch) -> torch.Tensor:
+        """o_proj's input; call inside `_bypassed(self.attention, "o_proj")`. The kwargs are passed as
+        the block passes them to self_attn (call_block's, without a cache)."""
+        out = self.attention(hidden_states=attention_input, use_cache=False, **batch.kwargs)
+        return out[0] if isinstance(out, tuple) else out
+
+    def mlp_input(self, residual: torch.Tensor) -> torch.Tensor:
+        return self.block.post_attention_layernorm(residual)
+
+    def mlp_intermediate(self, mlp_input: torch.Tensor) -> torch.Tensor:
+        """down_proj's input; call inside `_bypassed(self.mlp, "down_proj")`."""
+        return self.mlp(mlp_input)
+
+    def dense_forward(self, batch: BlockBatch) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor | None, torch.Tensor]]]:
+        """The block output computed through the split, and for every linear whose statistic is taken
+        from a norm output: (the input the linear actually received, that norm output)."""
+        received: dict[str, torch.Tensor] = {}
+        linears = linear_layers(self.block)
+        hooks = [
+            linears[name].register_forward_pre_hook(lambda _m, args, name=name: received.__setitem__(name, args[0]))
+            for name in (*_ATTENTION_INPUTS, *_MLP_INPUTS)
+        ]
+        try:
+            hidden = _to_compute(batch.hidden, self.device)
+            attention_input = self.attention_input(hidden)
+            with _bypassed(self.attention, "o_proj") as o_proj:
+                residual = hidden + o_proj(self.attention_mix(attention_input, batch))
+            mlp_input = self.mlp_input(residual)
+            with _bypassed(self.mlp, "down_proj") as down_proj:
+                output = residual + down_proj(self.mlp_intermediate(mlp_input))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        pairs = {name: (received.get(name), attention_input) for name in _ATTENTION_INPUTS}
+        pairs.update({name: (received.get(name), mlp_input) for name in _MLP_INPUTS})
+        return output, pairs
+
+    def verify(self, batch: BlockBatch) -> None:
+        """Refuse the block unless the split reproduces `call_block` on `batch` and q/k/v and gate/up
+        read exactly the norm outputs their statistics are taken from."""
+        if self.structure in _VERIFIED_STRUCTURES:
+            return
+        expected = _to_compute(call_block(self.block, batch), self.device)
+        got, statistic_inputs = self.dense_forward(batch)
+        tolerance = _CHECK_TOLERANCE.get(expected.dtype, 2e-2) * float(expected.abs().max().clamp(min=1e-6))
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0.0, atol=tolerance):
+            raise _refuse(self.block, "its forward is not norm → attention → residual → norm → MLP → residual")
+        for name, (received, norm_output) in statistic_inputs.items():
+            if received is None or received.shape != norm_output.shape or not torch.allclose(
+                received, norm_output, rtol=0.0, atol=tolerance
+            ):
+                raise _refuse(self.block, f"{name} does not read the norm output directly")
+        _VERIFIED_STRUCTURES.add(self.structure)
+
+
+@SCHEDULES.register("sequential")
+class SequentialSchedule:
+    summary = "each linear applied once; its statistic from inputs of the already-pruned upstream linears"
+
+    @torch.no_grad()
+    def prune_block(
+        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
+    ) -> dict[str, torch.Tensor]:
+        if not batches:
+            raise ValueError("the sequential schedule needs at least one calibration batch")
+        split = _SplitBlock(block)
+        split.verify(batches[0])
+        device = split.device
+        linears = linear_layers(block)
+        masks: dict[str, torch.Tensor] = {}
+
+        def new_statistic(name: str) -> kernels.RunningSqNorms:
+            # The same statistic as StatisticsPass (the reference's running mean), so that q/k/v, whose
+            # inputs are the reference's, get the reference's masks.
+            return kernels.RunningSqNorms(linears[name].in_features, device)
+
+        def prune_group(names: tuple[str, ...], statistic: kernels.RunningSqNorms) -> None:
+            for name in names:
+                masks[name] = method.prune_(linears[name].weight.data, statistic.mean_sq, target)
+
+        # The statistics cannot be fused into the consuming linear's GEMM (linear_with_running_sq_norms):
+        # a linear may only run once its statistic is complete and it is pruned.
+        # Norm outputs are recomputed rather than stored: a norm costs far less than holding a copy.
+        attention_statistic = new_statistic(_ATTENTION_INPUTS[0])
+        for batch in batches:
+            attention_input = split.attention_input(_to_compute(batch.hidden, device))
+            kernels.update_running_sq_norms(attention_statistic, attention_input, batch.token_mask)
+        prune_group(_ATTENTION_INPUTS, attention_statistic)
+
+        # Attention outputs are kept (not recomputed after pruning o_proj): attention is the expensive part.
+        attention_mixes: list[torch.Tensor | None] = []
+        o_statistic = new_statistic("self_attn.o_proj")
+        with _bypassed(split.attention, "o_proj"):
+            for batch in batches:
+                mix = split.attention_mix(split.attention_input(_to_compute(batch.hidden, device)), batch)
+                kernels.update_running_sq_norms(o_statistic, mix, batch.token_mask)
+                attention_mixes.append(mix.to(batch.hidden.device))
+        prune_group(("self_attn.o_proj",), o_statistic)
+
+        mlp_statistic = new_statistic(_MLP_INPUTS[0])
+        o_proj = linears["self_attn.o_proj"]
+        for index, batch in enumerate(batches):
+            residual = _to_compute(batch.hidden, device) + o_proj(_to_compute(attention_mixes[index], device))
+            attention_mixes[index] = None
+            kernels.update_running_sq_norms(mlp_statistic, split.mlp_input(residual), batch.token_mask)
+            # The block input is no longer needed: the post-attention residual takes its place.
+            batch.hidden = residual.to(batch.hidden.device)
+        prune_group(_MLP_INPUTS, mlp_statistic)
+
+        intermediates: list[torch.Tensor | None] = []
+        down_statistic = new_statistic("mlp.down_proj")
+        with _bypassed(split.mlp, "down_proj"):
+            for batch in batches:
+                intermediate = split.mlp_intermediate(split.mlp_input(_to_compute(batch.hidden, device)))
+                kernels.update_running_sq_norms(down_statistic, intermediate, batch.token_mask)
+                intermediates.append(intermediate.to(batch.hidden.device))
+        prune_group(("mlp.down_proj",), down_statistic)
+
+        down_proj = linears["mlp.down_proj"]
+        for index, batch in enumerate(batches):
+            output = _to_compute(batch.hidden, device) + down_proj(_to_compute(intermediates[index], device))
+            intermediates[index] = None
+            batch.hidden = output.to(batch.hidden.device)
+        return {name: masks[name] for name in linears}

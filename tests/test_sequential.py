@@ -1,0 +1,265 @@
+"""`--schedule sequential`: each linear's statistic comes from inputs produced by the already-pruned
+linears upstream of it; masks, sparsity, padding, block outputs, refusals and the CLI flag."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
+
+import cli
+import kernels
+from wanda_engine.errors import UserError
+from wanda_engine.models import decoder_blocks, linear_layers
+from wanda_engine.prune.methods import METHODS
+from wanda_engine.prune.schedule import BlockBatch, call_block, capture_block_inputs, prune_blocks
+from wanda_engine.prune.schedules import SCHEDULES
+from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
+
+from model_helpers import tiny_llama
+
+SEQUENTIAL = SCHEDULES.get("sequential")
+WANDA = METHODS.get("wanda")
+
+# Which linears feed each statistic-owning linear, in block order: a statistic of the sequential
+# schedule is taken with all linears of the earlier groups already pruned.
+GROUPS = [
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    ("self_attn.o_proj",),
+    ("mlp.gate_proj", "mlp.up_proj"),
+    ("mlp.down_proj",),
+]
+
+
+def padded_batches(model, batch_size: int = 2, seed: int = 0) -> list[BlockBatch]:
+    """Block-0 inputs for 5 samples of varying length (right padding), so token masks are exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = [12, 7, 12, 9, 5]
+    input_ids = torch.randint(3, 291, (len(lengths), 12), generator=gen)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, length in enumerate(lengths):
+        attention_mask[row, :length] = 1
+    return capture_block_inputs(model, input_ids, attention_mask, batch_size, torch.device("cpu"))
+
+
+def copy_batches(batches: list[BlockBatch]) -> list[BlockBatch]:
+    return [BlockBatch(batch.hidden.clone(), batch.kwargs, batch.token_mask) for batch in batches]
+
+
+class RecordingWanda:
+    """Wanda, remembering the statistic each weight was pruned with (keyed by the weight's storage address)."""
+
+    needs_statistics = True
+
+    def __init__(self) -> None:
+        self.statistics: dict[int, torch.Tensor] = {}
+
+    def prune_(self, weight, sq_norms, target):
+        self.statistics[weight.data_ptr()] = sq_norms.clone()
+        return WANDA.prune_(weight, sq_norms, target)
+
+
+def masks_of(model) -> dict[str, torch.Tensor]:
+    return {
+        f"{i}.{name}": layer.weight.data == 0
+        for i, block in enumerate(decoder_blocks(model))
+        for name, layer in linear_layers(block).items()
+    }
+
+
+def prune_model(model, batches, target: SparsityTarget, method=WANDA):
+    return prune_blocks(model, batches, method, [target] * len(decoder_blocks(model)), schedule=SEQUENTIAL, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 1. Statement level: which inputs each statistic is taken from
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["gqa", "odd"])
+def test_qkv_masks_equal_reference_schedule(shape):
+    model = tiny_llama(shape)
+    batches = padded_batches(model)
+    reference_block = copy.deepcopy(decoder_blocks(model)[0])
+    reference = SCHEDULES.get("reference").prune_block(reference_block, copy_batches(batches), WANDA, SparsityTarget(0.5))
+    sequential = SEQUENTIAL.prune_block(decoder_blocks(model)[0], batches, WANDA, SparsityTarget(0.5))
+    assert list(sequential) == list(reference) == list(linear_layers(reference_block))
+    for name in GROUPS[0]:
+        assert torch.equal(sequential[name], reference[name]), name
+
+
+@pytest.mark.parametrize("shape", ["gqa", "odd"])
+def test_each_statistic_comes_from_upstream_pruned_linears(shape):
+    """o_proj's statistic is Σx²/samples of the attention output computed with the pruned q/k/v (and likewise
+    gate/up after o_proj, down after gate/up), recomputed here with hooks on a copy of the dense block
+    that gets the sequential masks applied group by group, padding excluded."""
+    model = tiny_llama(shape)
+    batches = padded_batches(model)
+    block = decoder_blocks(model)[0]
+    dense_block = copy.deepcopy(block)
+    inputs = copy_batches(batches)
+    recorder = RecordingWanda()
+    masks = SEQUENTIAL.prune_block(block, batches, recorder, SparsityTarget(0.5))
+    pruned_linears, dense_linears = linear_layers(block), linear_layers(dense_block)
+
+    for group in GROUPS:
+        owner = dense_linears[group[0]]
+        expected = torch.zeros(owner.in_features, dtype=torch.float64)
+        for batch in inputs:
+
+            def accumulate(_module, args, token_mask=batch.token_mask) -> None:  # None: the input is left as is
+                expected.add_(kernels.sq_norms_reference(args[0], token_mask))
+
+            hook = owner.register_forward_pre_hook(accumulate)
+            try:
+                with torch.no_grad():
+                    call_block(dense_block, batch)
+            finally:
+                hook.remove()
+        expected /= sum(batch.hidden.shape[0] for batch in inputs)  # the reference's mean over samples
+        for name in group:
+            got = recorder.statistics[pruned_linears[name].weight.data_ptr()]
+            assert got.dtype == torch.float32
+            torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6, msg=name)
+        with torch.no_grad():  # what the next group's statistic is taken after
+            for name in group:
+                dense_linears[name].weight.data[masks[name]] = 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. End to end through prune_blocks
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["gqa", "odd"])
+def test_unstructured_sparsity_exact_per_row(shape):
+    model = tiny_llama(shape)
+    outcome = prune_model(model, padded_batches(model), SparsityTarget(0.5))
+    for name, mask in masks_of(model).items():
+        assert (mask.sum(dim=1) == int(mask.shape[1] * 0.5)).all(), name
+    assert outcome.actual_sparsity == pytest.approx(0.5, abs=1e-3)
+    assert set(outcome.per_layer) == {f"model.layers.{name}" for name in masks_of(model)}
+
+
+@pytest.mark.parametrize("shape", ["gqa", "odd"])
+def test_two_of_four_every_group_has_two_zeros(shape):
+    model = tiny_llama(shape)
+    prune_model(model, padded_batches(model), parse_sparsity("2:4", None))
+    for name, mask in masks_of(model).items():
+        groups = mask.reshape(mask.shape[0], -1, 4)
+        assert (groups.sum(dim=-1) == 2).all(), name
+
+
+def test_wanda_variant_reaches_target():
+    model = tiny_llama("gqa")
+    outcome = prune_model(model, padded_batches(model), SparsityTarget(0.5), method=METHODS.get("wanda_variant"))
+    for name, value in outcome.per_layer.items():
+        assert value == pytest.approx(0.5, abs=0.02), name
+
+
+def test_deterministic():
+    first, second = tiny_llama("gqa"), tiny_llama("gqa")
+    prune_model(first, padded_batches(first), SparsityTarget(0.5))
+    prune_model(second, padded_batches(second), SparsityTarget(0.5))
+    for (name, a), b in zip(masks_of(first).items(), masks_of(second).values()):
+        assert torch.equal(a, b), name
+
+
+def test_padding_excluded_from_statistics():
+    """Right-padding a batch with extra garbage tokens must not change any statistic or mask."""
+    model_short, model_long = tiny_llama("gqa"), tiny_llama("gqa")
+    gen = torch.Generator().manual_seed(3)
+    lengths = [10, 6, 8]
+    ids_short = torch.zeros(3, 10, dtype=torch.long)
+    mask_short = torch.zeros(3, 10, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        ids_short[row, :length] = torch.randint(3, 291, (length,), generator=gen)
+        mask_short[row, :length] = 1
+    ids_long = torch.cat([ids_short, torch.randint(3, 291, (3, 6), generator=gen)], dim=1)
+    mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
+    cpu = torch.device("cpu")
+    prune_model(model_short, capture_block_inputs(model_short, ids_short, mask_short, 3, cpu), SparsityTarget(0.5))
+    prune_model(model_long, capture_block_inputs(model_long, ids_long, mask_long, 3, cpu), SparsityTarget(0.5))
+    for (name, a), b in zip(masks_of(model_short).items(), masks_of(model_long).values()):
+        assert torch.equal(a, b), name
+
+
+def test_hidden_states_advance_through_the_pruned_blocks():
+    """After each block, batch.hidden is what the *pruned* block outputs for that block's input."""
+    model = tiny_llama("gqa")
+    batches = padded_batches(model)
+    inputs = copy_batches(batches)
+    prune_model(model, batches, SparsityTarget(0.5))
+    for block in decoder_blocks(model):
+        for batch in inputs:
+            batch.hidden = call_block(block, batch)
+    for got, expected in zip(batches, inputs):
+        torch.testing.assert_close(got.hidden, expected.hidden, rtol=1e-5, atol=1e-5)
+
+
+def test_block_modules_restored():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    before = linear_layers(block)
+    SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
+    after = linear_layers(block)
+    assert list(after) == list(before)
+    assert all(after[name] is before[name] for name in before)  # o_proj and down_proj swapped back
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Blocks the split does not fit are refused, untouched
+# ---------------------------------------------------------------------------------------------------
+
+
+class ScaledResidualLayer(LlamaDecoderLayer):
+    """Same submodules as LLaMA, different wiring: only the forward check can tell."""
+
+    def forward(self, hidden_states, **kwargs):
+        return 0.5 * super().forward(hidden_states, **kwargs)
+
+
+def test_extra_norm_refused():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    block.pre_feedforward_layernorm = LlamaRMSNorm(block.hidden_size)  # Gemma-style extra norm
+    dense = {name: layer.weight.clone() for name, layer in linear_layers(block).items()}
+    with pytest.raises(UserError, match=r"LlamaDecoderLayer.*--schedule reference") as error:
+        SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
+    assert "\n" not in str(error.value)
+    assert all(torch.equal(layer.weight, dense[name]) for name, layer in linear_layers(block).items())
+
+
+def test_different_wiring_refused_by_forward_check():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    block.__class__ = ScaledResidualLayer
+    dense = {name: layer.weight.clone() for name, layer in linear_layers(block).items()}
+    with pytest.raises(UserError, match=r"ScaledResidualLayer.*--schedule reference"):
+        SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
+    assert isinstance(block.self_attn.o_proj, torch.nn.Linear) and isinstance(block.mlp.down_proj, torch.nn.Linear)
+    assert all(torch.equal(layer.weight, dense[name]) for name, layer in linear_layers(block).items())
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. The CLI flag
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_cli_accepts_schedule_sequential(tiny_model_dir, calibration_text_file, tmp_path, capsys):
+    save = tmp_path / "report"
+    argv = [
+        "prune", "--model", tiny_model_dir, "--calibration_dataset", calibration_text_file, "--eval", calibration_text_file,
+        "--nsamples", "4", "--seqlen", "32", "--batch_size", "2", "--eval_limit", "3", "--no_progress",
+        "--cache_dir", str(tmp_path / "cache"), "--schedule", "sequential", "--save", str(save),
+    ]
+    code = cli.main(argv)
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((save / "report.json").read_text())
+    assert report["schedule"] == "sequential"
+    assert report["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert report["ppl_pruned"] > 0

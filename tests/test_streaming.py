@@ -1,0 +1,163 @@
+"""Streaming from safetensors shards (the default) against --no_stream, resume, and failure safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from model_helpers import tiny_llama, tiny_tokenizer
+from wanda_engine.api import PruneConfig, run_prune
+from wanda_engine.errors import UserError
+from wanda_engine.prune.schedules import SCHEDULES
+
+
+@pytest.fixture(scope="module")
+def sharded_model_dir(tmp_path_factory) -> str:
+    """A tiny LLaMA saved as several safetensors shards (blocks spread over files)."""
+    path = tmp_path_factory.mktemp("sharded")
+    tiny_llama("gqa").save_pretrained(path, safe_serialization=True, max_shard_size="60KB")
+    tiny_tokenizer().save_pretrained(path)
+    assert (path / "model.safetensors.index.json").is_file()
+    assert len(list(path.glob("*.safetensors"))) > 3
+    return str(path)
+
+
+def _config(model_dir: str, text_file: str, tmp_path: Path, **overrides) -> PruneConfig:
+    settings = dict(
+        model=model_dir, calibration_dataset=text_file, eval=text_file, nsamples=6, seqlen=32, batch_size=4,
+        eval_limit=5, cache_dir=str(tmp_path / "cache"), progress=False,
+    )
+    settings.update(overrides)
+    return PruneConfig(**settings)
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    return tensors
+
+
+@pytest.mark.parametrize("schedule", ["reference", "sequential"])
+@pytest.mark.parametrize("sparsity_type", ["unstructured", "2:4"])
+def test_streamed_equals_whole_model(sharded_model_dir, calibration_text_file, tmp_path, schedule, sparsity_type):
+    reports = {}
+    for mode, stream in (("streamed", True), ("whole", False)):
+        reports[mode] = run_prune(
+            _config(sharded_model_dir, calibration_text_file, tmp_path, stream=stream, schedule=schedule,
+                    sparsity_type=sparsity_type, save_model=str(tmp_path / mode)),
+            log=lambda *_: None,
+        )
+    assert reports["streamed"]["streamed"] and not reports["whole"]["streamed"]
+    streamed, whole = _weights(tmp_path / "streamed"), _weights(tmp_path / "whole")
+    tied_or_absent = set(whole) - set(streamed)
+    assert not set(streamed) - set(whole) and not tied_or_absent
+    for name, tensor in whole.items():
+        assert torch.equal(streamed[name], tensor), name
+    assert reports["streamed"]["per_layer"] == reports["whole"]["per_layer"]
+    assert reports["streamed"]["ppl_dense"] == pytest.approx(reports["whole"]["ppl_dense"], rel=1e-4)
+    assert reports["streamed"]["ppl_pruned"] == pytest.approx(reports["whole"]["ppl_pruned"], rel=1e-4)
+
+
+def test_streamed_output_is_sharded_with_source_names_and_loads(sharded_model_dir, calibration_text_file, tmp_path):
+    out = tmp_path / "pruned"
+    run_prune(_config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out)), log=lambda *_: None)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    source = json.loads((Path(sharded_model_dir) / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(source["weight_map"])
+    assert len(set(index["weight_map"].values())) == 3 + 1  # one shard per block + the rest
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    zeros = sum(int((p == 0).sum()) for n, p in reloaded.named_parameters() if ".layers." in n and p.dim() == 2)
+    total = sum(p.numel() for n, p in reloaded.named_parameters() if ".layers." in n and p.dim() == 2)
+    assert zeros / total == pytest.approx(0.5, abs=1e-3)
+    assert not list(tmp_path.glob(".pruned*")), "no partial or temp directory left behind"
+
+
+def _fail_at_block(monkeypatch, block_index: int, error: type[BaseException]):
+    schedule = SCHEDULES.get("reference")
+    calls = {"n": 0}
+    original = type(schedule).prune_block
+
+    def failing(self, block, batches, method, target):
+        if calls["n"] == block_index:
+            raise error("injected failure")
+        calls["n"] += 1
+        return original(self, block, batches, method, target)
+
+    monkeypatch.setattr(type(schedule), "prune_block", failing)
+
+
+def test_resume_after_failure_gives_the_same_model(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
+    reference_dir = tmp_path / "uninterrupted"
+    expected = run_prune(_config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(reference_dir)), log=lambda *_: None)
+
+    out = tmp_path / "pruned"
+    config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), checkpoint_every=0)
+    with monkeypatch.context() as patch:
+        _fail_at_block(patch, 2, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run_prune(config, log=lambda *_: None)
+    assert not out.exists(), "an interrupted run must not leave the output directory"
+    partial = tmp_path / ".pruned.partial"
+    assert (partial / "resume" / "state.json").is_file()
+    assert json.loads((partial / "resume" / "state.json").read_text())["next_block"] == 2
+
+    config.resume = True
+    resumed = run_prune(config, log=lambda *_: None)
+    assert resumed["resumed_from_block"] == 2
+    assert not partial.exists()
+    expected_weights, resumed_weights = _weights(reference_dir), _weights(out)
+    assert expected_weights.keys() == resumed_weights.keys()
+    for name, tensor in expected_weights.items():
+        assert torch.equal(resumed_weights[name], tensor), name
+    assert resumed["per_layer"] == expected["per_layer"]
+    assert resumed["actual_sparsity"] == expected["actual_sparsity"]
+    assert resumed["ppl_pruned"] == pytest.approx(expected["ppl_pruned"], rel=1e-6)
+    assert resumed["ppl_dense"] == pytest.approx(expected["ppl_dense"], rel=1e-6)
+
+
+def test_failure_before_any_checkpoint_leaves_nothing(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
+    out = tmp_path / "pruned"
+    _fail_at_block(monkeypatch, 1, RuntimeError)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_prune(_config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out)), log=lambda *_: None)
+    assert not [p.name for p in tmp_path.iterdir() if "pruned" in p.name]
+
+
+def test_resume_refuses_other_settings(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
+    out = tmp_path / "pruned"
+    config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), checkpoint_every=0)
+    with monkeypatch.context() as patch:
+        _fail_at_block(patch, 1, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run_prune(config, log=lambda *_: None)
+    changed = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), resume=True, sparsity_ratio=0.6)
+    with pytest.raises(UserError, match="sparsity_ratio"):
+        run_prune(changed, log=lambda *_: None)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"resume": True}, "--resume continues a streamed --save_model run"),
+        ({"resume": True, "save_model": "X", "stream": False}, "drop --no_stream"),
+        ({"checkpoint_every": -1}, "--checkpoint_every"),
+    ],
+)
+def test_bad_streaming_flags(sharded_model_dir, calibration_text_file, tmp_path, overrides, message):
+    if overrides.get("save_model") == "X":
+        overrides["save_model"] = str(tmp_path / "out")
+    with pytest.raises(UserError, match=message):
+        run_prune(_config(sharded_model_dir, calibration_text_file, tmp_path, **overrides), log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_without_checkpoint_is_an_error(sharded_model_dir, calibration_text_file, tmp_path):
+    config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(tmp_path / "out"), resume=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        run_prune(config, log=lambda *_: None)
