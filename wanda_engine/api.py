@@ -130,16 +130,22 @@ def _eval_window_count(eval_ids: torch.Tensor, seqlen: int, limit: int | None) -
     return min(count, limit) if limit else count
 
 
-def _activation_storage(device: str, loaded, nsamples: int, eval_windows: int, seqlen: int) -> tuple[torch.device, str]:
+def _activation_storage(
+    device: str, loaded, nsamples: int, eval_windows: int, seqlen: int, schedule: str
+) -> tuple[torch.device, str]:
     """Where the hidden states live: on the compute device when they fit (with room for a block and its
     intermediates), else in pinned host memory, moved to the device one batch at a time."""
     hidden = int(getattr(loaded.model.config, "hidden_size", 0) or 0)
+    intermediate = int(getattr(loaded.model.config, "intermediate_size", 0) or 0)
+    # Copies alive at once, in units of the inputs: reference = inputs + outputs + slack; sequential
+    # also keeps every batch's attention output and MLP intermediate for one block.
+    copies = 3 if schedule == "reference" else 2 + max(1.0, intermediate / max(hidden, 1))
     nbytes = (nsamples + eval_windows) * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
     size = f"{(nsamples + eval_windows)} × {seqlen} × {hidden} hidden states, {nbytes / 2**20:.0f} MiB"
     if not device.startswith("cuda"):
         return torch.device(device), f"{device} ({size})"
     free, _total = torch.cuda.mem_get_info(torch.device(device))
-    if 3 * nbytes < free // 2:  # ×3: the outputs of a pass and a schedule's intermediates coexist with the inputs
+    if copies * nbytes < free // 2:
         return torch.device(device), f"{device} ({size})"
     return torch.device("cpu"), f"pinned host memory ({size}; did not fit beside the model on {device})"
 
@@ -222,6 +228,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         log(f"calibration data: {calib.description}")
     storage, activations_where = _activation_storage(
         device, loaded, nsamples if batches_used else 0, 0 if eval_ids is None or not loaded.streamed else 2 * _eval_window_count(eval_ids, seqlen, eval_limit), seqlen,
+        config.schedule,
     )
     if batches_used:
         batches = capture_block_inputs(
