@@ -822,7 +822,7 @@ def header(info: dict, args: argparse.Namespace, started: str, seconds: float, l
         "## This run",
         "",
         f"- machine: {info['cpu']}, {info['cores']} logical cores, {ram}; {info['os']}; "
-        + (f"sides ran with {CHILD_THREADS} torch threads (--threads)" if CHILD_THREADS
+        + (f"sides ran with {CHILD_THREADS} torch thread(s) (OMP_NUM_THREADS)" if CHILD_THREADS
            else f"sides ran with torch's default of {info['threads']} threads"),
         f"- versions: python {info['python']}, torch {info['torch']}, triton {info['triton']}, "
         f"transformers {info['transformers']}; wanda-engine at {info['commit']}",
@@ -912,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu_results", default=None, help="an OUT_DIR of benchmarks/gpu_check.sh to include")
     parser.add_argument("--work_dir", default=None, help="where sides write models and logs (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of every side (sets OMP_NUM_THREADS; default: torch's choice)")
+                        help="torch threads of every side (sets OMP_NUM_THREADS; default: torch's choice, 1 with --quick)")
     parser.add_argument("--json", default=None, help="also write the raw measurements (every side, every field) here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, reports, saved e2e models)")
     return parser
@@ -928,7 +928,9 @@ def _path(value: str | None, default: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     global CHILD_THREADS
-    CHILD_THREADS = args.threads
+    # --quick runs tiny shapes, where a second torch thread costs more in synchronisation than it gains
+    # (SmolLM2 floor at 4x64 tokens: 0.7 s with 1 thread, 5.3 s with 2 on the shared 2-core VM).
+    CHILD_THREADS = args.threads or (1 if args.quick else None)
     out = _path(args.out, "BENCHMARKS.md")
     data_dir = _path(args.data_dir, DEFAULT_DATA_DIR)
     work_dir = Path(args.work_dir).resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="wanda-bench-"))
