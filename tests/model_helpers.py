@@ -59,3 +59,18 @@ def tiny_llama(shape: str = "gqa", vocab_size: int = TINY_VOCAB, seed: int = 0, 
             if param.dim() == 2:
                 param.normal_(0, 0.2)
     return model
+
+
+def padded_calibration() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same three right-padded samples twice: (ids, mask) at width 10, and (ids, mask) at width 16
+    with 6 extra padding positions filled with random tokens (they must not count anywhere)."""
+    gen = torch.Generator().manual_seed(3)
+    ids_short = torch.zeros(3, 10, dtype=torch.long)
+    mask_short = torch.zeros(3, 10, dtype=torch.long)
+    for row, length in enumerate([10, 6, 8]):
+        ids_short[row, :length] = torch.randint(3, 291, (length,), generator=gen)
+        mask_short[row, :length] = 1
+    ids_long = torch.cat([ids_short, torch.randint(3, 291, (3, 6), generator=gen)], dim=1)
+    mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
+    ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
+    return ids_short, mask_short, ids_long, mask_long

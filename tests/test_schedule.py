@@ -13,7 +13,7 @@ from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from model_helpers import tiny_llama
+from model_helpers import padded_calibration, tiny_llama
 
 
 def engine_prune(model, input_ids, target: SparsityTarget, attention_mask=None, batch_size=3, method="wanda"):
@@ -71,16 +71,7 @@ def test_shared_inputs_share_one_statistic():
 def test_padding_excluded_from_statistics():
     """Right-padding a batch with extra garbage tokens must not change any statistic or mask."""
     model_a, model_b = tiny_llama("gqa"), tiny_llama("gqa")
-    gen = torch.Generator().manual_seed(3)
-    lengths = [10, 6, 8]
-    ids_short = torch.zeros(3, 10, dtype=torch.long)
-    mask_short = torch.zeros(3, 10, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids_short[row, :length] = torch.randint(3, 291, (length,), generator=gen)
-        mask_short[row, :length] = 1
-    ids_long = torch.cat([ids_short, torch.randint(3, 291, (3, 6), generator=gen)], dim=1)
-    mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
-    ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
+    ids_short, mask_short, ids_long, mask_long = padded_calibration()
     engine_prune(model_a, ids_short, SparsityTarget(0.5), mask_short)
     engine_prune(model_b, ids_long, SparsityTarget(0.5), mask_long)
     for (name, a), b in zip(masks_of(model_a).items(), masks_of(model_b).values()):

@@ -19,7 +19,7 @@ from wanda_engine.prune.schedule import BlockBatch, call_block, capture_block_in
 from wanda_engine.prune.schedules import SCHEDULES
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from model_helpers import tiny_llama
+from model_helpers import padded_calibration, tiny_llama
 
 SEQUENTIAL = SCHEDULES.get("sequential")
 WANDA = METHODS.get("wanda")
@@ -171,16 +171,7 @@ def test_deterministic():
 def test_padding_excluded_from_statistics():
     """Right-padding a batch with extra garbage tokens must not change any statistic or mask."""
     model_short, model_long = tiny_llama("gqa"), tiny_llama("gqa")
-    gen = torch.Generator().manual_seed(3)
-    lengths = [10, 6, 8]
-    ids_short = torch.zeros(3, 10, dtype=torch.long)
-    mask_short = torch.zeros(3, 10, dtype=torch.long)
-    for row, length in enumerate(lengths):
-        ids_short[row, :length] = torch.randint(3, 291, (length,), generator=gen)
-        mask_short[row, :length] = 1
-    ids_long = torch.cat([ids_short, torch.randint(3, 291, (3, 6), generator=gen)], dim=1)
-    mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
-    ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
+    ids_short, mask_short, ids_long, mask_long = padded_calibration()
     cpu = torch.device("cpu")
     prune_model(model_short, capture_block_inputs(model_short, ids_short, mask_short, 3, cpu), SparsityTarget(0.5))
     prune_model(model_long, capture_block_inputs(model_long, ids_long, mask_long, 3, cpu), SparsityTarget(0.5))

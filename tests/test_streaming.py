@@ -92,16 +92,21 @@ def _fail_at_block(monkeypatch, block_index: int, error: type[BaseException]):
     monkeypatch.setattr(type(schedule), "prune_block", failing)
 
 
+def _interrupt_at_block(config: PruneConfig, monkeypatch, block_index: int) -> None:
+    """Run `config` with a Ctrl-C injected when block `block_index` starts."""
+    with monkeypatch.context() as patch:
+        _fail_at_block(patch, block_index, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run_prune(config, log=lambda *_: None)
+
+
 def test_resume_after_failure_gives_the_same_model(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
     reference_dir = tmp_path / "uninterrupted"
     expected = run_prune(_config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(reference_dir)), log=lambda *_: None)
 
     out = tmp_path / "pruned"
     config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), checkpoint_every=0)
-    with monkeypatch.context() as patch:
-        _fail_at_block(patch, 2, KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            run_prune(config, log=lambda *_: None)
+    _interrupt_at_block(config, monkeypatch, 2)
     assert not out.exists(), "an interrupted run must not leave the output directory"
     partial = tmp_path / ".pruned.partial"
     assert (partial / "resume" / "state.json").is_file()
@@ -132,10 +137,7 @@ def test_failure_before_any_checkpoint_leaves_nothing(sharded_model_dir, calibra
 def test_resume_refuses_other_settings(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
     out = tmp_path / "pruned"
     config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), checkpoint_every=0)
-    with monkeypatch.context() as patch:
-        _fail_at_block(patch, 1, KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
-            run_prune(config, log=lambda *_: None)
+    _interrupt_at_block(config, monkeypatch, 1)
     changed = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(out), resume=True, sparsity_ratio=0.6)
     with pytest.raises(UserError, match="sparsity_ratio"):
         run_prune(changed, log=lambda *_: None)
