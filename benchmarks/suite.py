@@ -396,6 +396,13 @@ def _fmt(value, digits: int = 1, suffix: str = "") -> str:
     return f"{value:.{digits}f}{suffix}"
 
 
+def _secs(value: float | None) -> str:
+    """Seconds with enough digits to compare small sides (0.04 s) as well as large ones (412.3 s)."""
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
 def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
     align = align or ["---"] * len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
@@ -513,11 +520,11 @@ def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
             if not side.available:
                 rows.append([name, side.label, side.note] + [""] * 7 + [_fmt(side.load, 1)])
             elif side.key == "floor":
-                rows.append([name, side.label, _fmt(side.prune_s), _ratio(side.prune_s, floor_s), "", "", "",
+                rows.append([name, side.label, _secs(side.prune_s), _ratio(side.prune_s, floor_s), "", "", "",
                              f"{_fmt(result.dense_ppl, 3)} (dense)", "", _fmt(side.peak_rss_mb, 0), _fmt(side.load, 1)])
             else:
                 rows.append([
-                    name, side.label, _fmt(side.prune_s), _ratio(side.prune_s, floor_s),
+                    name, side.label, _secs(side.prune_s), _ratio(side.prune_s, floor_s),
                     "" if side.key == "restatement" else _ratio(rs_s, side.prune_s),
                     side.note if side.agreement is None and side.note else
                     _fmt(None if side.agreement is None else side.agreement * 100, 4, "%"),
@@ -536,7 +543,7 @@ def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
     parts = [
         "## End to end: SmolLM2-135M-Instruct (embedded), fp32, CPU",
         "",
-        f"Measured {result.measured}; {result.threads or '?'} torch threads; calibration: {result.calibration} "
+        f"Measured {result.measured}; torch threads: {result.threads or '?'}; calibration: {result.calibration} "
         f"(the same {result.nsamples} windows of {result.seqlen} tokens for every side, batch {result.batch_size} "
         f"where batched); evaluation: {result.evaluation}.{baseline}",
         "",
@@ -646,7 +653,7 @@ def render_scaling(result: ScalingResult, baseline_rss: float | None) -> str:
             if not side.available:
                 row += [side.note, "", "", _fmt(side.load, 1)]
                 continue
-            row += [_fmt(side.prune_s), _ratio(side.prune_s, ref_time(d, "floor")),
+            row += [_secs(side.prune_s), _ratio(side.prune_s, ref_time(d, "floor")),
                     "" if key in ("floor", "restatement") else _ratio(ref_time(d, "restatement"), side.prune_s),
                     _fmt(side.load, 1)]
         time_rows.append(row)
