@@ -4,7 +4,7 @@
 
 Sections (each side of a comparison runs in a fresh process, one after the other, so its peak RSS is its
 own; the tables report ratios between sides measured in the same run):
-  e2e      the embedded SmolLM2 (fp32, CPU), 50% unstructured and 2:4: engine --schedule reference,
+  e2e      the embedded SmolLM2 (fp32, CPU), 50% and 60% unstructured and 2:4: engine --schedule reference,
            engine --schedule sequential, the batch-1 re-statement (benchmarks/reference_wanda.py) and the
            floor (one batched forward pass over all blocks); time, mask agreement, perplexity, peak RSS,
            and the goals of the issue as pass/fail
@@ -81,7 +81,7 @@ class Settings:
     e2e_seqlen: int = 512
     e2e_eval_limit: int = 40
     batch_size: int = 8
-    sparsities: tuple = (("unstructured", 0.5), ("2:4", None))
+    sparsities: tuple = (("unstructured", 0.5), ("unstructured", 0.6), ("2:4", None))
     # scaling
     depths: tuple = (8, 32)
     model_shape: dict = field(
@@ -450,7 +450,7 @@ def measure_e2e(settings: Settings) -> E2EResult:
     groups: list[tuple[tuple, dict[str, Side]]] = []
     cal_args = ["--calibration", calibration, "--nsamples", str(ns), "--seqlen", str(sl), *settings.data_dir_arg()]
     for sparsity in settings.sparsities:
-        tag = sparsity[0].replace(":", "of")
+        tag = sparsity[0].replace(":", "of") + (f"{sparsity[1]:g}" if sparsity[1] is not None else "")
         progress(f"e2e {sparsity_label(*sparsity)}: floor, engine reference, engine sequential, re-statement")
         sides: dict[str, Side] = {}
         sides["floor"] = run_side(settings, work / tag / "floor", "floor", "floor", "floor",
@@ -555,7 +555,7 @@ def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
         "",
         "The engine runs in its default mode with `--eval none`, so that its peak RSS is the pruning run's; every "
         "perplexity above comes from the one evaluator process on the saved weights. The first sparsity's commands "
-        "(WORK = a temporary work folder; the second sparsity differs only in `--sparsity_type`):",
+        "(WORK = a temporary work folder; the other sparsities differ only in the sparsity flags):",
         "",
         "\n".join(result.commands),
     ]

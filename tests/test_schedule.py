@@ -98,3 +98,44 @@ def test_wanda_variant_reaches_target():
     outcome = engine_prune(model, input_ids, SparsityTarget(0.5), method="wanda_variant")
     for name, value in outcome.per_layer.items():
         assert value == pytest.approx(0.5, abs=0.02), name
+
+
+def _statistics(block, batches, **options) -> StatisticsPass:
+    with StatisticsPass(linear_layers(block), **options) as stats:
+        for batch in batches:
+            stats.start_batch(batch.token_mask)
+            block(batch.hidden, use_cache=False, **batch.kwargs)
+    return stats
+
+
+def test_discarded_output_skips_the_last_linear_with_the_same_statistics():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    batches = capture_block_inputs(model, torch.randint(3, 291, (6, 8)), torch.ones(6, 8, dtype=torch.long), 2, torch.device("cpu"))
+    full = _statistics(block, batches)
+    skipping = _statistics(block, batches, output_discarded=True)
+    assert full.skipped_tail is None
+    assert skipping.skipped_tail == "mlp.down_proj"
+    for name in linear_layers(block):
+        assert torch.equal(full.statistic(name), skipping.statistic(name)), name
+
+
+def test_discarded_output_refuses_a_linear_called_after_the_skipped_one():
+    class TwoLinears(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.calls = 0
+
+        def forward(self, x):  # the order of its linears changes from call to call
+            self.calls += 1
+            first, second = (self.a, self.b) if self.calls == 1 else (self.b, self.a)
+            return second(first(x))
+
+    module = TwoLinears()
+    with StatisticsPass({"a": module.a, "b": module.b}, output_discarded=True) as stats:
+        stats.start_batch(None)
+        module(torch.randn(1, 3, 4))
+        stats.start_batch(None)
+        with pytest.raises(RuntimeError, match="a ran after b"):
+            module(torch.randn(1, 3, 4))

@@ -88,6 +88,18 @@ def call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
     return out if out.device == hidden.device else out.to(hidden.device)
 
 
+def store_output(batch: BlockBatch, output: torch.Tensor) -> None:
+    """Make a block's output the batch's hidden states, written over the old ones in place when the
+    shapes allow: the buffers captured once are reused by every block, so no long-lived tensor is
+    allocated per block (each one fragments glibc's heap, and peak RSS creeps up), and host buffers
+    stay pinned for fast copies to the GPU."""
+    hidden = batch.hidden
+    if output.shape == hidden.shape and output.dtype == hidden.dtype and output.data_ptr() != hidden.data_ptr():
+        hidden.copy_(output)
+    else:
+        batch.hidden = output.to(hidden.device)
+
+
 class StatisticsPass:
     """Accumulates the Wanda statistic (fp32) per distinct linear input while a block runs.
 
@@ -95,12 +107,22 @@ class StatisticsPass:
     at run time, so no per-architecture table is needed. The statistic is the reference's running mean
     over samples of ||x_j||² (`kernels.RunningSqNorms`), accumulated through
     `kernels.linear_with_running_sq_norms`, which fuses it into the GEMM on CUDA.
+
+    `output_discarded=True` (the caller ignores the block's output, as the reference schedule's
+    statistics pass does): when the first batch called every linear exactly once, the last one called
+    (down_proj in LLaMA blocks) feeds nothing but that output, so from the second batch on its GEMM is
+    skipped (its statistic is still taken) and zeros stand in for its output. A block that calls a
+    linear after it is refused with a RuntimeError instead of giving wrong statistics.
     """
 
-    def __init__(self, linears: dict[str, nn.Linear]) -> None:
+    def __init__(self, linears: dict[str, nn.Linear], *, output_discarded: bool = False) -> None:
         self.linears = linears
         self.stats: dict[str, kernels.RunningSqNorms] = {}
         self.group_of: dict[str, str] = {}  # linear name → name of the linear owning its statistic
+        self.output_discarded = output_discarded
+        self.skipped_tail: str | None = None  # linear whose GEMM is skipped (see output_discarded)
+        self._calls: list[str] = []  # linears called in the current batch, in order
+        self._batches = 0
         self._seen: dict[int, tuple[torch.Tensor, str]] = {}
         self._token_mask: torch.Tensor | None = None
 
@@ -115,6 +137,10 @@ class StatisticsPass:
         self._seen.clear()
 
     def start_batch(self, token_mask: torch.Tensor | None) -> None:
+        if self.output_discarded and self._batches == 1 and sorted(self._calls) == sorted(self.linears):
+            self.skipped_tail = self._calls[-1]
+        self._batches += 1
+        self._calls.clear()
         self._seen.clear()
         self._token_mask = token_mask
 
@@ -124,21 +150,37 @@ class StatisticsPass:
 
     def _forward_for(self, name: str, linear: nn.Linear):
         def forward(x: torch.Tensor) -> torch.Tensor:
+            tail = self.skipped_tail
+            if tail is not None and self._calls and self._calls[-1] == tail:
+                raise RuntimeError(
+                    f"{name} ran after {tail}, whose output was skipped as unused: this block does not call its "
+                    "linears in a fixed order; create the StatisticsPass with output_discarded=False"
+                )
+            self._calls.append(name)
             seen = self._seen.get(id(x))
-            if seen is not None and seen[0] is x:
-                self.group_of.setdefault(name, seen[1])
+            shared = seen is not None and seen[0] is x
+            if not shared:
+                self._seen[id(x)] = (x, name)  # holding x keeps its id from being reused in this batch
+            owner = self.group_of.setdefault(name, seen[1] if shared else name)
+            if name == tail:  # its output is not needed: the statistic only
+                if not shared:
+                    kernels.update_running_sq_norms(self._statistic_for(owner, linear, x), x, token_mask=self._token_mask)
+                return x.new_zeros(*x.shape[:-1], linear.out_features)
+            if shared:
                 return F.linear(x, linear.weight, linear.bias)
-            self._seen[id(x)] = (x, name)  # holding x keeps its id from being reused in this batch
-            owner = self.group_of.setdefault(name, name)
-            stat = self.stats.get(owner)
-            if stat is None:
-                stat = self.stats[owner] = kernels.RunningSqNorms(linear.in_features, x.device)
-            token_mask = self._token_mask
-            if token_mask is not None and tuple(token_mask.shape) != tuple(x.shape[:-1]):
-                raise RuntimeError(f"{name}: input shape {tuple(x.shape)} does not match the token mask {tuple(token_mask.shape)}")
-            return kernels.linear_with_running_sq_norms(x, linear.weight, linear.bias, stat, token_mask=token_mask)
+            stat = self._statistic_for(owner, linear, x)
+            return kernels.linear_with_running_sq_norms(x, linear.weight, linear.bias, stat, token_mask=self._token_mask)
 
         return forward
+
+    def _statistic_for(self, owner: str, linear: nn.Linear, x: torch.Tensor) -> kernels.RunningSqNorms:
+        stat = self.stats.get(owner)
+        if stat is None:
+            stat = self.stats[owner] = kernels.RunningSqNorms(linear.in_features, x.device)
+        token_mask = self._token_mask
+        if token_mask is not None and tuple(token_mask.shape) != tuple(x.shape[:-1]):
+            raise RuntimeError(f"{owner}: input shape {tuple(x.shape)} does not match the token mask {tuple(token_mask.shape)}")
+        return stat
 
 
 @dataclass
@@ -242,4 +284,4 @@ def as_block_store(blocks: "BlockStore | nn.Module") -> BlockStore:
 
 def _advance(block: nn.Module, batches: list[BlockBatch]) -> None:
     for batch in batches:
-        batch.hidden = call_block(block, batch)
+        store_output(batch, call_block(block, batch))

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod
-from ..schedule import BlockBatch, StatisticsPass, call_block
+from ..schedule import BlockBatch, StatisticsPass, call_block, store_output
 from ..sparsity import SparsityTarget
 from . import SCHEDULES
 
@@ -25,11 +25,11 @@ class ReferenceSchedule:
         self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
     ) -> dict[str, torch.Tensor]:
         linears = linear_layers(block)
-        with StatisticsPass(linears) as statistics:
+        with StatisticsPass(linears, output_discarded=True) as statistics:
             for batch in batches:
                 statistics.start_batch(batch.token_mask)
                 call_block(block, batch)
         masks = {name: method.prune_(linear.weight.data, statistics.statistic(name), target) for name, linear in linears.items()}
         for batch in batches:
-            batch.hidden = call_block(block, batch)
+            store_output(batch, call_block(block, batch))
         return masks

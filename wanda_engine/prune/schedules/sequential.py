@@ -30,7 +30,7 @@ import kernels
 from ...errors import UserError
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod
-from ..schedule import BlockBatch, call_block
+from ..schedule import BlockBatch, call_block, store_output
 from ..sparsity import SparsityTarget
 from . import SCHEDULES
 
@@ -198,7 +198,7 @@ class SequentialSchedule:
             attention_mixes[index] = None
             kernels.update_running_sq_norms(mlp_statistic, split.mlp_input(residual), batch.token_mask)
             # The block input is no longer needed: the post-attention residual takes its place.
-            batch.hidden = residual.to(batch.hidden.device)
+            store_output(batch, residual)
         prune_group(_MLP_INPUTS, mlp_statistic)
 
         intermediates: list[torch.Tensor | None] = []
@@ -214,5 +214,5 @@ class SequentialSchedule:
         for index, batch in enumerate(batches):
             output = _to_compute(batch.hidden, device) + down_proj(_to_compute(intermediates[index], device))
             intermediates[index] = None
-            batch.hidden = output.to(batch.hidden.device)
+            store_output(batch, output)
         return {name: masks[name] for name in linears}
