@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+
+_ESCAPES = {"\\\\": "\\", "\\n": "\n", "\\t": "\t"}
+
+
+def shell_escapes(text: str) -> str:
+    r"""A shell passes '\n' in single quotes as a backslash and an n: read \n, \t and \\ as the
+    characters they name, so --text_template 'Context: {context}\nQuestion: {question}' means two lines."""
+    return re.sub(r"\\[\\nt]", lambda m: _ESCAPES[m.group(0)], text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--calibration_packing", action="store_true",
         help="pack several short examples into full windows instead of padding each (padding is the default)")
     add("--text_field", default=None, help="record field holding the text (jsonl/json/parquet/hf sources)")
-    add("--text_template", default=None, help="str.format template over record fields, e.g. '{context} {question}'")
+    add("--text_template", default=None, type=shell_escapes,
+        help="str.format template over record fields, e.g. 'Context: {context}\\nQuestion: {question}' (\\n, \\t: newline, tab)")
     add("--seqlen", type=int, default=None, help="tokens per calibration/eval window (default min(2048, model context); 512 for the embedded demo)")
     add("--batch_size", type=int, default=8, help="calibration samples per forward")
     add("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="model dtype (default float16 on CUDA, float32 on CPU)")

@@ -1,6 +1,7 @@
 """Wanda kernels: activation statistics and per-row pruning masks, with Triton and torch backends.
 
-Public API (all validate their arguments and raise ValueError with a one-line message):
+Public API (all validate their arguments and raise KernelInputError, a ValueError, with a one-line
+message):
 
     accumulate_sq_norms(x, sq_norms, token_mask=None, backend="auto") -> sq_norms
     linear_with_sq_norms(x, weight, bias=None, sq_norms=None, token_mask=None, backend="auto") -> y
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from . import _ops
 from ._common import (
     HAS_TRITON,
+    KernelInputError,
     check_mask_args,
     check_same_device,
     check_sq_norms,
@@ -53,6 +55,7 @@ __all__ = [
     "wanda_mask_reference",
     "wanda_score",
     "sq_norms_reference",
+    "KernelInputError",
     "HAS_TRITON",
     "triton_interpreting",
 ]
@@ -61,7 +64,7 @@ __all__ = [
 def _check_stat_target(sq_norms: torch.Tensor, in_features: int) -> None:
     check_sq_norms(sq_norms, in_features)
     if sq_norms.dtype != torch.float32:
-        raise ValueError(
+        raise KernelInputError(
             f"sq_norms has dtype {sq_norms.dtype}; the statistic is accumulated in place in fp32 - "
             "create it with torch.zeros(in_features, dtype=torch.float32)"
         )
@@ -69,9 +72,9 @@ def _check_stat_target(sq_norms: torch.Tensor, in_features: int) -> None:
 
 def _check_x(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
-        raise ValueError("x must be a tensor of shape [..., in_features]")
+        raise KernelInputError("x must be a tensor of shape [..., in_features]")
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise ValueError(f"x has dtype {x.dtype}; use float32, float16 or bfloat16")
+        raise KernelInputError(f"x has dtype {x.dtype}; use float32, float16 or bfloat16")
 
 
 def accumulate_sq_norms(
@@ -103,25 +106,25 @@ def linear_with_sq_norms(
     (as accumulate_sq_norms) from the same read of x (Triton backend)."""
     _check_x(x)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        raise ValueError("weight must be a 2-D [out_features, in_features] tensor")
+        raise KernelInputError("weight must be a 2-D [out_features, in_features] tensor")
     if x.shape[-1] != weight.shape[1]:
-        raise ValueError(
+        raise KernelInputError(
             f"x has {x.shape[-1]} input features but weight has shape {tuple(weight.shape)}; "
             "the last dim of x must equal weight.shape[1]"
         )
     if x.dtype != weight.dtype:
-        raise ValueError(
+        raise KernelInputError(
             f"x dtype {x.dtype} != weight dtype {weight.dtype}; cast x to the weight dtype"
         )
     if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
-        raise ValueError(
+        raise KernelInputError(
             f"bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) = out_features"
         )
     if sq_norms is not None:
         _check_stat_target(sq_norms, weight.shape[1])
     if token_mask is not None:
         if sq_norms is None:
-            raise ValueError("token_mask only affects the statistic; pass sq_norms too or drop it")
+            raise KernelInputError("token_mask only affects the statistic; pass sq_norms too or drop it")
         check_token_mask(token_mask, tuple(x.shape[:-1]))
     check_same_device(x=x, weight=weight, bias=bias, sq_norms=sq_norms, token_mask=token_mask)
     be = resolve_backend(backend, x, weight)
@@ -172,7 +175,7 @@ def wanda_prune_(
 
 def _check_running_stat(stat: RunningSqNorms, x: torch.Tensor) -> None:
     if not isinstance(stat, RunningSqNorms):
-        raise ValueError(f"stat must be a kernels.RunningSqNorms, not {type(stat).__name__}")
+        raise KernelInputError(f"stat must be a kernels.RunningSqNorms, not {type(stat).__name__}")
     check_sq_norms(stat.mean_sq, x.shape[-1], name="stat.mean_sq")
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from ._common import HAS_TRITON, raise_nonfinite
+from ._common import HAS_TRITON, KernelInputError, raise_nonfinite
 
 # --------------------------------------------------------------------------------------------------
 # Score and oracles
@@ -339,12 +339,12 @@ def wanda_mask_triton(
     exercise the multi-tile loop).
     """
     if not HAS_TRITON:  # pragma: no cover
-        raise ValueError("triton cannot be imported; use backend='torch'")
+        raise KernelInputError("triton cannot be imported; use backend='torch'")
     rows, cols = weight.shape
     if weight.stride(1) != 1 and not write_weight:
         weight = weight.contiguous()  # read-only use: a contiguous copy is fine
     if weight.stride(1) != 1:
-        raise ValueError(
+        raise KernelInputError(
             f"weight must have unit stride along the input dimension, got strides {weight.stride()}; "
             "pass weight.contiguous() (and copy the result back for in-place pruning)"
         )

@@ -73,6 +73,7 @@ def test_existing_output_refused_then_overwritten(tiny_model_dir, calibration_te
         (["--sparsity_ratio", "-0.1"], "--sparsity_ratio"),
         (["--sparsity_type", "4:2"], "4:2"),
         (["--sparsity_type", "2:2"], "2:2"),
+        (["--sparsity_type", "3:7"], "not a multiple of 7"),
         (["--sparsity_type", "2-4"], "2-4"),
         (["--sparsity_type", "2:4", "--sparsity_ratio", "0.6"], "0.6"),
         (["--nsamples", "0"], "--nsamples"),
@@ -92,6 +93,11 @@ def test_bad_input_is_one_line_exit_2_nothing_written(extra, needle, tiny_model_
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
     assert not save.exists() and not save_model.exists()
+
+
+def test_text_template_reads_shell_escapes():
+    args = cli.build_parser().parse_args(["prune", "--text_template", r"Context: {context}\nQuestion: {question}\t\\n"])
+    assert args.text_template == "Context: {context}\nQuestion: {question}\t\\n"
 
 
 def test_seqlen_longer_than_corpus(tiny_model_dir, tmp_path, capsys):

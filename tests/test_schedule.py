@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from benchmarks.reference_wanda import reference_prune
+from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
@@ -139,3 +140,12 @@ def test_discarded_output_refuses_a_linear_called_after_the_skipped_one():
         stats.start_batch(None)
         with pytest.raises(RuntimeError, match="a ran after b"):
             module(torch.randn(1, 3, 4))
+
+
+def test_bad_values_reaching_a_kernel_are_the_users_error():
+    """Non-finite weights (e.g. an fp16 overflow in the checkpoint) stop the run with a one-line error
+    naming the block, not a traceback from inside the kernels."""
+    model = tiny_llama("gqa")
+    linear_layers(decoder_blocks(model)[1])["mlp.up_proj"].weight.data[0, 0] = float("nan")
+    with pytest.raises(UserError, match=r"block 1 .*NaN"):
+        engine_prune(model, torch.randint(3, 291, (2, 8)), SparsityTarget(0.5))

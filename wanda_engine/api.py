@@ -16,6 +16,7 @@ from .errors import UserError
 from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
+from .models.blocks import blocks_prefix, linear_layers
 from .models.streaming import ShardWriter, StreamedBlocks, load_head, non_block_tensors
 from .outputs import atomic_output_dir, check_output_dir, replace_dir
 from .resume import RunCheckpoint, clear_partial, copy_batches, fingerprint, partial_dir_for
@@ -27,7 +28,7 @@ from .prune.importance import (
 from .prune.methods import METHODS
 from .prune.schedule import PruneOutcome, Riders, capture_block_inputs, prune_blocks
 from .prune.schedules import SCHEDULES
-from .prune.sparsity import parse_sparsity
+from .prune.sparsity import SparsityTarget, parse_sparsity
 from .report import write_report
 
 # The embedded demo model runs on CPU by default, where the reference's 128 × 2048 calibration would
@@ -150,6 +151,20 @@ def _activation_storage(
     return torch.device("cpu"), f"pinned host memory ({size}; did not fit beside the model on {device})"
 
 
+def _check_pattern_fits(model: torch.nn.Module, target: SparsityTarget) -> None:
+    """N:M needs every pruned linear's input size to be a multiple of M: refuse before any work."""
+    if not target.structured:
+        return
+    prefix = blocks_prefix(model)
+    for index, block in enumerate(decoder_blocks(model)):
+        for name, linear in linear_layers(block).items():
+            if linear.in_features % target.m:
+                raise UserError(
+                    f"--sparsity_type {target.n}:{target.m}: {prefix}{index}.{name} has {linear.in_features} input "
+                    f"features, not a multiple of {target.m}; choose an M that divides it (e.g. 2:4 or 4:8)"
+                )
+
+
 def run_prune(config: PruneConfig, log=print) -> dict:
     """Run the whole pipeline and return the report (also written to --save when given)."""
     started = time.perf_counter()
@@ -189,6 +204,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     timings["load_s"] = time.perf_counter() - stage
     model, tokenizer = loaded.model, loaded.tokenizer
     log(f"model: {loaded.name} ({loaded.why}; weights: {loaded.source}) on {device}, {dtype}")
+    _check_pattern_fits(model, target)
     if loaded.streamed:
         log(f"streaming: blocks read one at a time from {loaded.checkpoint.directory} (--no_stream loads the whole model)")
     defaults = EMBEDDED_DEFAULTS if embedded else {}

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 import kernels
 
+from ..errors import UserError
 from ..models.blocks import decoder_blocks, linear_layers
 from .methods import PruningMethod
 from .sparsity import SparsityTarget
@@ -251,10 +252,13 @@ def prune_blocks(
             rider_started = time.perf_counter()
             _advance(block, riders.dense)
             rider_seconds += time.perf_counter() - rider_started
-        if method.needs_statistics:
-            masks = schedule.prune_block(block, batches, method, block_targets[index])
-        else:  # e.g. magnitude: no activations involved, nothing to run
-            masks = {name: method.prune_(linear.weight.data, None, block_targets[index]) for name, linear in linear_layers(block).items()}
+        try:
+            if method.needs_statistics:
+                masks = schedule.prune_block(block, batches, method, block_targets[index])
+            else:  # e.g. magnitude: no activations involved, nothing to run
+                masks = {name: method.prune_(linear.weight.data, None, block_targets[index]) for name, linear in linear_layers(block).items()}
+        except kernels.KernelInputError as exc:  # bad values reached a kernel (e.g. fp16 overflow): the user's to fix
+            raise UserError(f"pruning block {index} ({store.prefix}{index}) failed: {exc}") from exc
         for name, mask in masks.items():
             pruned = int(mask.sum())
             outcome.per_layer[f"{store.prefix}{index}.{name}"] = pruned / mask.numel()
