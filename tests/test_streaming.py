@@ -163,3 +163,24 @@ def test_resume_without_checkpoint_is_an_error(sharded_model_dir, calibration_te
     config = _config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(tmp_path / "out"), resume=True)
     with pytest.raises(UserError, match="no checkpoint"):
         run_prune(config, log=lambda *_: None)
+
+
+def test_streamed_blocks_reuse_one_blocks_memory(sharded_model_dir):
+    """Each block is copied out of the file's copy-on-write map into the previous block's tensors
+    (pruning writes in place), and holds exactly its own checkpoint values."""
+    from transformers import AutoConfig
+
+    from wanda_engine.models.streaming import SafetensorsCheckpoint, StreamedBlocks, load_skeleton
+
+    checkpoint = SafetensorsCheckpoint(Path(sharded_model_dir))
+    model = load_skeleton(AutoConfig.from_pretrained(sharded_model_dir), checkpoint, torch.float32, "cpu", False)
+    store = StreamedBlocks(model, checkpoint, torch.float32, "cpu")
+    name = "self_attn.q_proj.weight"
+    first = store.load(0).get_parameter(name)
+    pointer = first.data_ptr()
+    store.release(0, store.blocks[0], pruned=False)
+    second = store.load(1).get_parameter(name)
+    assert second.data_ptr() == pointer
+    expected = checkpoint.read([f"{store.prefix}1.{name}"], torch.float32, "cpu")[f"{store.prefix}1.{name}"]
+    assert torch.equal(second, expected)
+    assert store.blocks[0].get_parameter(name).device.type == "meta"

@@ -17,7 +17,7 @@ from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
 from .models.blocks import blocks_prefix, linear_layers
-from .models.streaming import ShardWriter, StreamedBlocks, load_head, non_block_tensors
+from .models.streaming import ShardWriter, StreamedBlocks, load_head, non_block_tensors, return_freed_memory
 from .outputs import atomic_output_dir, check_output_dir, replace_dir
 from .resume import RunCheckpoint, clear_partial, copy_batches, fingerprint, partial_dir_for
 from .prune.allocation import ALLOCATIONS, allocation_options
@@ -347,6 +347,8 @@ def run_prune(config: PruneConfig, log=print) -> dict:
                 clear_partial(partial_dir)
         raise
     del batches
+    if loaded.streamed:
+        return_freed_memory()  # before the head (evaluation) and the rest of the model (saving) are read
     timings["prune_s"] = outcome.prune_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
 
