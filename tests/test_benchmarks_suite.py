@@ -65,14 +65,25 @@ def test_mask_agreement_reads_only_block_linears(tmp_path):
     assert suite.mask_agreement(a, a) == (16, 16)
 
 
+def test_fastest_run_counts_and_the_others_models_go(tmp_path):
+    slow, fast = (Side("engine_reference", "engine", prune_s=t, model_dir=tmp_path / str(t)) for t in (30.0, 20.0))
+    for run in (slow, fast):
+        run.model_dir.mkdir()
+    best = suite.fastest([slow, fast])
+    assert best is fast and best.runs_s == [30.0, 20.0]
+    assert fast.model_dir.is_dir() and not slow.model_dir.exists()
+
+
 def test_render_e2e_and_scaling_tables():
     e2e = E2EResult(
         groups=[(("unstructured", 0.5), _e2e_sides()), (("2:4", None), _e2e_sides(seq_available=False))],
         dense_ppl=29.2, calibration="cal", evaluation="ev", threads=2, nsamples=32, seqlen=512, batch_size=8,
-        commands=["    python cli.py prune"], measured="now",
+        commands=["    python cli.py prune"], measured="now", repeats=2,
     )
+    e2e.groups[0][1]["engine_reference"].runs_s = [20.0, 22.5]
     text = suite.render_e2e(e2e, baseline_rss=450.0)
-    assert "| unstructured 0.5 | engine_reference | 20.0 | 2.00× | 2.50× | 99.9500% |" in text
+    assert "| unstructured 0.5 | engine_reference | 20.0 | 20.0, 22.5 | 2.00× | 2.50× | 99.9500% |" in text
+    assert "ran 2 times" in text
     assert "not available: error: x" in text and "29.200 (dense)" in text
     assert "| goal | unstructured 0.5 | 2:4 |" in text and "n/a (sequential not available)" in text
     rows = [line for line in text.splitlines() if line.startswith("| unstructured") or line.startswith("| 2:4")]
