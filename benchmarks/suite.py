@@ -159,6 +159,8 @@ def child_env() -> dict:
     if CHILD_THREADS:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(CHILD_THREADS)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # The engine's CLI turns torch's huge-page allocation on (see cli.py); every side gets the same allocator.
+    env.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -274,7 +276,8 @@ def run_engine(
     side.prune_s = report.get("timings", {}).get("prune_s")
     side.actual_sparsity = report.get("actual_sparsity")
     side.model_dir = out / "model"
-    side.info = {"report_peak_rss_mb": report.get("peak_rss_mb"), "timings": report.get("timings", {})}
+    side.info = {"report_peak_rss_mb": report.get("peak_rss_mb"), "timings": report.get("timings", {}),
+                 "memory": report.get("memory")}
     progress(f"{label}: prune {_fmt(side.prune_s)} s, peak RSS {_fmt(side.peak_rss_mb, 0)} MB ({child.seconds:.0f} s wall)")
     return side
 
@@ -355,7 +358,20 @@ def _check(ok: bool | None, value: str, why_na: str = "") -> tuple[str, str]:
     return ("pass" if ok else "FAIL"), value
 
 
-def evaluate_goals(sides: dict[str, Side]) -> list[Goal]:
+# The issue's SmolLM2 memory goal: peak RSS at most this many times what a streamed run must hold.
+RSS_BUDGET_FACTOR = 1.5
+
+
+def rss_budget_mb(side: Side | None, baseline_rss: float | None) -> float | None:
+    """RSS_BUDGET_FACTOR × (largest block's weights + embeddings + one copy of the calibration hidden
+    states + the import-only process's peak), from the engine's report.json `memory`."""
+    memory = side.info.get("memory") if side is not None else None
+    if not memory or baseline_rss is None:
+        return None
+    return RSS_BUDGET_FACTOR * (baseline_rss + memory["block_weights_mb"] + memory["embeddings_mb"] + memory["hidden_states_mb"])
+
+
+def evaluate_goals(sides: dict[str, Side], baseline_rss: float | None = None) -> list[Goal]:
     """The issue's goals for one sparsity, from the sides measured side by side."""
     floor, ref, seq, rs = (sides.get(k) for k in ("floor", "engine_reference", "engine_sequential", "restatement"))
 
@@ -389,6 +405,11 @@ def evaluate_goals(sides: dict[str, Side]) -> list[Goal]:
     add("sequential: lower peak RSS than the re-statement", ok(seq, "peak_rss_mb") and ok(rs, "peak_rss_mb"),
         lambda: seq.peak_rss_mb < rs.peak_rss_mb, lambda: f"{seq.peak_rss_mb:.0f} vs {rs.peak_rss_mb:.0f} MB",
         "sequential not available")
+    for name, side in (("reference", ref), ("sequential", seq)):
+        budget = rss_budget_mb(side, baseline_rss) if ok(side, "peak_rss_mb") else None
+        add(f"{name}: peak RSS ≤ {RSS_BUDGET_FACTOR:g}× (block + hidden states + embeddings + baseline)", budget is not None,
+            lambda: side.peak_rss_mb <= budget, lambda: f"{side.peak_rss_mb:.0f} vs {budget:.0f} MB",
+            "no memory figures")
     return goals
 
 
@@ -534,6 +555,21 @@ def measure_e2e(settings: Settings) -> E2EResult:
     )
 
 
+def _budget_note(result: E2EResult, baseline_rss: float | None) -> str:
+    """How the memory goal's budget is made up, from the first engine side's report."""
+    side = next((s for _, sides in result.groups for s in sides.values() if s.info.get("memory")), None)
+    budget = rss_budget_mb(side, baseline_rss)
+    if budget is None:
+        return "Memory budget: not computed (no report.json `memory` or no import-only baseline)."
+    memory = side.info["memory"]
+    return (
+        f"Memory budget of the peak-RSS goal: {RSS_BUDGET_FACTOR:g} × ({memory['block_weights_mb']:.1f} MB of one block's "
+        f"weights + {memory['hidden_states_mb']:.1f} MB of calibration hidden states ({result.nsamples} × {result.seqlen} × "
+        f"hidden, one copy) + {memory['embeddings_mb']:.1f} MB of embeddings + {baseline_rss:.0f} MB import-only "
+        f"baseline) = {budget:.0f} MB; sizes from the engine's report.json `memory`."
+    )
+
+
 def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
     header = ["sparsity", "side", "prune s", "runs s", "× floor", "speed-up vs re-statement", "identical mask entries",
               "actual sparsity", "ppl", "ppl / re-statement", "peak RSS MB", "load"]
@@ -560,7 +596,7 @@ def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
                     "" if side.key == "restatement" else _ratio(side.ppl, rs_ppl, "{:.4f}"),
                     _fmt(side.peak_rss_mb, 0), _fmt(side.load, 1),
                 ])
-    per_sparsity = [(sparsity, evaluate_goals(sides)) for sparsity, sides in result.groups]
+    per_sparsity = [(sparsity, evaluate_goals(sides, baseline_rss)) for sparsity, sides in result.groups]
     goal_rows = []
     if per_sparsity:
         for i, goal in enumerate(per_sparsity[0][1]):
@@ -582,6 +618,8 @@ def render_e2e(result: E2EResult, baseline_rss: float | None) -> str:
         "Goals (from the issue), checked on this run's ratios:",
         "",
         md_table(goal_header, goal_rows),
+        "",
+        _budget_note(result, baseline_rss),
         "",
         "The engine runs in its default mode with `--eval none`, so that its peak RSS is the pruning run's; every "
         "perplexity above comes from the one evaluator process on the saved weights. The first sparsity's commands "
@@ -662,6 +700,28 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
     )
 
 
+# The issue's scaling goal: a streamed run's peak RSS grows by less than this when the model gets 4× deeper.
+MAX_RSS_GROWTH = 0.30
+
+
+def _growth_goals(by_depth: dict, first: int, last: int) -> list[str]:
+    """The scaling goal for the streaming sides, as lines of a list (empty when the depths are not 1:4)."""
+    if last != 4 * first:
+        return []
+    lines = [f"Goal (from the issue): streamed, peak RSS grows by less than {MAX_RSS_GROWTH:.0%} from {first} to {last} blocks:", ""]
+    for key in ("engine_reference", "engine_sequential"):
+        a, b = by_depth[first].get(key), by_depth[last].get(key)
+        if a is None or b is None:
+            continue
+        if not (a.available and b.available and a.peak_rss_mb and b.peak_rss_mb):
+            lines.append(f"- {a.label}: n/a (not measured)")
+            continue
+        growth = b.peak_rss_mb / a.peak_rss_mb - 1
+        verdict = "pass" if growth < MAX_RSS_GROWTH else "**FAIL**"
+        lines.append(f"- {a.label}: {verdict} ({growth:+.0%}: {a.peak_rss_mb:.0f} → {b.peak_rss_mb:.0f} MB)")
+    return lines + [""]
+
+
 def render_scaling(result: ScalingResult, baseline_rss: float | None) -> str:
     by_depth, facts, shape = result.by_depth, result.facts, result.shape
     depths = sorted(by_depth)
@@ -728,6 +788,7 @@ def render_scaling(result: ScalingResult, baseline_rss: float | None) -> str:
         "",
         md_table(rss_header, rss_rows, ["---"] + ["---:"] * (len(rss_header) - 1)),
         "",
+        *_growth_goals(by_depth, first, last),
         f"Commands ({last} blocks; WORK = a temporary work folder):",
         "",
         "\n".join(result.commands),

@@ -31,7 +31,7 @@ def _e2e_sides(seq_available=True):
 def test_goals_pass_fail_and_not_available():
     goals = suite.evaluate_goals(_e2e_sides())
     status = {g.text: g.status for g in goals}
-    assert len(goals) == 8
+    assert len(goals) == 10
     assert status["reference: ≥ 99.9% identical mask entries"] == "pass"
     assert status["reference: prune stage ≤ 2.2× the floor"] == "pass"          # 2.0×
     assert status["sequential: prune stage ≤ 1.3× the floor"] == "pass"         # 1.2×
@@ -46,6 +46,33 @@ def test_goals_pass_fail_and_not_available():
     status = {g.text: g.status for g in suite.evaluate_goals(_e2e_sides(seq_available=False))}
     assert status["sequential: prune stage ≤ 1.3× the floor"] == "n/a"
     assert status["reference: ppl within 0.5% of the re-statement"] == "pass"
+
+
+def test_memory_budget_goal_from_the_reports_memory_figures():
+    sides = _e2e_sides()
+    memory = {"block_weights_mb": 15.0, "embeddings_mb": 110.0, "hidden_states_mb": 35.0}
+    for key in ("engine_reference", "engine_sequential"):
+        sides[key].info["memory"] = memory
+    sides["engine_sequential"].peak_rss_mb = 950.0
+    goals = {g.text: g for g in suite.evaluate_goals(sides, baseline_rss=450.0)}
+    budget_text = "peak RSS ≤ 1.5× (block + hidden states + embeddings + baseline)"
+    assert suite.rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 610.0)  # 915 MB
+    assert goals[f"reference: {budget_text}"].status == "pass"                   # 700 MB
+    assert goals[f"sequential: {budget_text}"].status == "FAIL"                  # 950 MB
+    assert goals[f"sequential: {budget_text}"].value == "950 vs 915 MB"
+    assert {g.text: g.status for g in suite.evaluate_goals(sides)}[f"reference: {budget_text}"] == "n/a"  # no baseline
+
+
+def test_scaling_growth_goal_only_for_a_fourfold_depth():
+    def sides(rss):
+        return {"engine_reference": _side("engine_reference", 1.0, rss), "engine_sequential": _side("engine_sequential", 1.0, 2 * rss)}
+
+    lines = suite._growth_goals({8: sides(800), 32: sides(1000)}, 8, 32)
+    assert "- engine_reference: pass (+25%: 800 → 1000 MB)" in lines
+    assert "- engine_sequential: pass (+25%: 1600 → 2000 MB)" in lines
+    lines = suite._growth_goals({8: sides(800), 32: sides(1100)}, 8, 32)
+    assert "- engine_reference: **FAIL** (+38%: 800 → 1100 MB)" in lines
+    assert suite._growth_goals({2: sides(800), 4: sides(1100)}, 2, 4) == []
 
 
 def test_mask_agreement_reads_only_block_linears(tmp_path):

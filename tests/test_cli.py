@@ -52,6 +52,14 @@ def test_prune_tiny_model_writes_report_and_model(tiny_model_dir, calibration_te
     total = sum(p.numel() for n, p in reloaded.named_parameters() if "layers" in n and p.dim() == 2)
     assert zeros / total == pytest.approx(report["actual_sparsity"], abs=1e-6)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dirs left behind"
+    # What a streamed run holds beside the baseline (the benchmarks' memory budget), in MiB of fp32.
+    block = reloaded.model.layers[0]
+    hidden = reloaded.config.hidden_size
+    assert report["memory"] == pytest.approx({
+        "block_weights_mb": sum(p.numel() for p in block.parameters()) * 4 / 2**20,
+        "embeddings_mb": reloaded.get_input_embeddings().weight.numel() * 4 / 2**20,
+        "hidden_states_mb": (4 + 2 * 3) * 32 * hidden * 4 / 2**20,  # calibration + eval windows (dense and pruned)
+    })
 
 
 def test_existing_output_refused_then_overwritten(tiny_model_dir, calibration_text_file, tmp_path, capsys):
@@ -93,6 +101,17 @@ def test_bad_input_is_one_line_exit_2_nothing_written(extra, needle, tiny_model_
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
     assert not save.exists() and not save_model.exists()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")])
+def test_cli_turns_on_torch_huge_page_allocation_unless_set(preset, expected, monkeypatch, capsys, tmp_path):
+    # Only effective when torch has not allocated yet (a fresh `python cli.py`); the user's value wins.
+    if preset is None:
+        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    else:
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", preset)
+    code, _, _ = run_cli(["prune", "--sparsity_ratio", "1.0", "--save", str(tmp_path / "r")], capsys)
+    assert code == 2 and os.environ["THP_MEM_ALLOC_ENABLE"] == expected
 
 
 def test_text_template_reads_shell_escapes():

@@ -131,6 +131,25 @@ def _eval_window_count(eval_ids: torch.Tensor, seqlen: int, limit: int | None) -
     return min(count, limit) if limit else count
 
 
+def _hidden_states_bytes(loaded, windows: int, seqlen: int) -> int:
+    hidden = int(getattr(loaded.model.config, "hidden_size", 0) or 0)
+    return windows * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
+
+
+def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float]:
+    """What a streamed run must hold, in MiB, beside the Python/torch baseline: the largest block's
+    weights, the input embeddings and one copy of the hidden states (report.json `memory`; the
+    benchmarks compare peak_rss_mb with their sum). Sizes in the model dtype; works on a meta skeleton."""
+    def mib(tensors) -> float:
+        return sum(t.numel() * loaded.dtype.itemsize for t in tensors) / 2**20
+
+    return {
+        "block_weights_mb": max((mib(block.parameters()) for block in decoder_blocks(loaded.model)), default=0.0),
+        "embeddings_mb": mib(loaded.model.get_input_embeddings().parameters()),
+        "hidden_states_mb": _hidden_states_bytes(loaded, windows, seqlen) / 2**20,
+    }
+
+
 def _activation_storage(
     device: str, loaded, nsamples: int, eval_windows: int, seqlen: int, schedule: str
 ) -> tuple[torch.device, str]:
@@ -141,7 +160,7 @@ def _activation_storage(
     # Copies alive at once, in units of the inputs: reference = inputs + outputs + slack; sequential
     # also keeps every batch's attention output and MLP intermediate for one block.
     copies = 3 if schedule == "reference" else 2 + max(1.0, intermediate / max(hidden, 1))
-    nbytes = (nsamples + eval_windows) * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
+    nbytes = _hidden_states_bytes(loaded, nsamples + eval_windows, seqlen)
     size = f"{(nsamples + eval_windows)} × {seqlen} × {hidden} hidden states, {nbytes / 2**20:.0f} MiB"
     if not device.startswith("cuda"):
         return torch.device(device), f"{device} ({size})"
@@ -424,6 +443,9 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         "dtype": dtype,
         "timings": timings,
         "peak_rss_mb": _peak_rss_mb(),
+        "memory": _memory_parts(
+            loaded, (nsamples if batches_used else 0) + (2 * len(windows) if windows is not None else 0), seqlen
+        ),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
