@@ -11,10 +11,11 @@ from benchmarks.reference_wanda import reference_prune
 from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
+from wanda_engine.api import PruneConfig, run_prune
+from wanda_engine.prune.schedule import StatisticsPass, call_block, capture_block_inputs, prune_blocks
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from model_helpers import padded_calibration, tiny_llama
+from model_helpers import padded_calibration, tiny_llama, tiny_tokenizer
 
 
 def engine_prune(model, input_ids, target: SparsityTarget, attention_mask=None, batch_size=3, method="wanda"):
@@ -149,3 +150,43 @@ def test_bad_values_reaching_a_kernel_are_the_users_error():
     linear_layers(decoder_blocks(model)[1])["mlp.up_proj"].weight.data[0, 0] = float("nan")
     with pytest.raises(UserError, match=r"block 1 .*NaN"):
         engine_prune(model, torch.randint(3, 291, (2, 8)), SparsityTarget(0.5))
+
+
+def _tiny_qwen2_with_sliding_layers(window: int):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, use_sliding_window=True, max_window_layers=2, sliding_window=window,
+        max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("seqlen, replay_is_exact", [(16, True), (32, False)])
+def test_first_blocks_kwargs_replay_mixed_attention_only_within_the_window(seqlen, replay_is_exact):
+    # Why run_prune refuses --seqlen > sliding_window for such models: block 2 (sliding) gets block 0's
+    # full-attention mask when it is replayed.
+    model = _tiny_qwen2_with_sliding_layers(window=16)
+    assert model.config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
+    ids = torch.randint(3, 320, (2, seqlen), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(ids, output_hidden_states=True).hidden_states[3]  # input of block 3
+        batch = capture_block_inputs(model, ids, torch.ones_like(ids), 2, torch.device("cpu"))[0]
+        for block in model.model.layers[:3]:
+            batch.hidden = call_block(block, batch)
+    assert torch.equal(batch.hidden, expected) == replay_is_exact
+
+
+def test_mixed_attention_model_refused_beyond_its_sliding_window(tmp_path, calibration_text_file):
+    model_dir = tmp_path / "qwen2"
+    _tiny_qwen2_with_sliding_layers(window=16).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    base = dict(model=str(model_dir), sparsity_ratio=0.5, calibration_dataset=calibration_text_file, nsamples=2,
+                batch_size=2, eval="none", progress=False)
+    with pytest.raises(UserError, match=r"--seqlen 32: .* 16-token sliding window.*use --seqlen 16 or less"):
+        run_prune(PruneConfig(seqlen=32, save=str(tmp_path / "refused"), **base), log=lambda *_: None)
+    assert not (tmp_path / "refused").exists()
+    report = run_prune(PruneConfig(seqlen=16, **base), log=lambda *_: None)
+    assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)

@@ -184,6 +184,21 @@ def _check_pattern_fits(model: torch.nn.Module, target: SparsityTarget) -> None:
                 )
 
 
+def _check_masks_replayable(model_config, seqlen: int) -> None:
+    """Every block is called with the kwargs captured in front of the first block, its attention mask
+    included. A model that mixes sliding-window and full-attention layers gives the two kinds different
+    masks once a window is longer than the sliding window; refuse that instead of computing statistics
+    (and perplexity) with the wrong mask."""
+    layer_types = sorted(set(getattr(model_config, "layer_types", None) or ()))
+    window = getattr(model_config, "sliding_window", None)
+    if len(layer_types) > 1 and window and seqlen > window:
+        raise UserError(
+            f"--seqlen {seqlen}: this model mixes {' and '.join(layer_types)} layers with a {window}-token sliding window, "
+            f"and the engine gives every block the first block's attention mask, which is right only up to the window; "
+            f"use --seqlen {window} or less"
+        )
+
+
 def run_prune(config: PruneConfig, log=print) -> dict:
     """Run the whole pipeline and return the report (also written to --save when given)."""
     started = time.perf_counter()
@@ -236,6 +251,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         raise UserError(
             f"--seqlen {seqlen}: longer than the model's context ({loaded.context_length}); use --seqlen {loaded.context_length} or less"
         )
+    _check_masks_replayable(model.config, seqlen)
 
     # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
     eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
