@@ -366,7 +366,7 @@ def rss_budget_mb(side: Side | None, baseline_rss: float | None) -> float | None
     """RSS_BUDGET_FACTOR × (largest block's weights + embeddings + one copy of the calibration hidden
     states + the import-only process's peak), from the engine's report.json `memory`."""
     memory = side.info.get("memory") if side is not None else None
-    if not memory or baseline_rss is None:
+    if not memory or baseline_rss is None or None in memory.values():
         return None
     return RSS_BUDGET_FACTOR * (baseline_rss + memory["block_weights_mb"] + memory["embeddings_mb"] + memory["hidden_states_mb"])
 

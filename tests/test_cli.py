@@ -107,7 +107,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(extra, needle, tiny_model_
 def test_cli_turns_on_torch_huge_page_allocation_unless_set(preset, expected, monkeypatch, capsys, tmp_path):
     # Only effective when torch has not allocated yet (a fresh `python cli.py`); the user's value wins.
     if preset is None:
-        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+        monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "unset")  # so that monkeypatch restores the original afterwards
+        monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
     else:
         monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", preset)
     code, _, _ = run_cli(["prune", "--sparsity_ratio", "1.0", "--save", str(tmp_path / "r")], capsys)

@@ -131,21 +131,30 @@ def _eval_window_count(eval_ids: torch.Tensor, seqlen: int, limit: int | None) -
     return min(count, limit) if limit else count
 
 
+def _text_config(model_config):
+    """The language model's config (a multimodal config keeps it in `text_config`)."""
+    return model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+
+
 def _hidden_states_bytes(loaded, windows: int, seqlen: int) -> int:
-    hidden = int(getattr(loaded.model.config, "hidden_size", 0) or 0)
+    hidden = int(getattr(_text_config(loaded.model.config), "hidden_size", 0) or 0)
     return windows * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
 
 
-def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float]:
+def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float | None]:
     """What a streamed run must hold, in MiB, beside the Python/torch baseline: the largest block's
     weights, the input embeddings and one copy of the hidden states (report.json `memory`; the
     benchmarks compare peak_rss_mb with their sum). Sizes in the model dtype; works on a meta skeleton."""
     def mib(tensors) -> float:
         return sum(t.numel() * loaded.dtype.itemsize for t in tensors) / 2**20
 
+    try:
+        embeddings_mb: float | None = mib(loaded.model.get_input_embeddings().parameters())
+    except NotImplementedError:  # remote model code without get_input_embeddings
+        embeddings_mb = None
     return {
         "block_weights_mb": max((mib(block.parameters()) for block in decoder_blocks(loaded.model)), default=0.0),
-        "embeddings_mb": mib(loaded.model.get_input_embeddings().parameters()),
+        "embeddings_mb": embeddings_mb,
         "hidden_states_mb": _hidden_states_bytes(loaded, windows, seqlen) / 2**20,
     }
 
@@ -155,8 +164,9 @@ def _activation_storage(
 ) -> tuple[torch.device, str]:
     """Where the hidden states live: on the compute device when they fit (with room for a block and its
     intermediates), else in pinned host memory, moved to the device one batch at a time."""
-    hidden = int(getattr(loaded.model.config, "hidden_size", 0) or 0)
-    intermediate = int(getattr(loaded.model.config, "intermediate_size", 0) or 0)
+    text_config = _text_config(loaded.model.config)
+    hidden = int(getattr(text_config, "hidden_size", 0) or 0)
+    intermediate = int(getattr(text_config, "intermediate_size", 0) or 0)
     # Copies alive at once, in units of the inputs: reference = inputs + outputs + slack; sequential
     # also keeps every batch's attention output and MLP intermediate for one block.
     copies = 3 if schedule == "reference" else 2 + max(1.0, intermediate / max(hidden, 1))
@@ -184,17 +194,32 @@ def _check_pattern_fits(model: torch.nn.Module, target: SparsityTarget) -> None:
                 )
 
 
-def _check_masks_replayable(model_config, seqlen: int) -> None:
-    """Every block is called with the kwargs captured in front of the first block, its attention mask
-    included. A model that mixes sliding-window and full-attention layers gives the two kinds different
-    masks once a window is longer than the sliding window; refuse that instead of computing statistics
-    (and perplexity) with the wrong mask."""
-    layer_types = sorted(set(getattr(model_config, "layer_types", None) or ()))
-    window = getattr(model_config, "sliding_window", None)
-    if len(layer_types) > 1 and window and seqlen > window:
+def _check_blocks_share_kwargs(model_config, seqlen: int) -> None:
+    """Every block is called with the kwargs captured in front of the first block (attention mask,
+    rotary embeddings). Models whose layers are of several attention types can need other kwargs in
+    other blocks: refuse them, except where only the mask differs and the windows fit in the sliding
+    window (there the sliding and full masks are the same)."""
+    config = _text_config(model_config)
+    layer_types = sorted(set(getattr(config, "layer_types", None) or ()))
+    if len(layer_types) <= 1:
+        return
+    kinds = " and ".join(layer_types)
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict) and any(kind in rope for kind in layer_types):
         raise UserError(
-            f"--seqlen {seqlen}: this model mixes {' and '.join(layer_types)} layers with a {window}-token sliding window, "
-            f"and the engine gives every block the first block's attention mask, which is right only up to the window; "
+            f"--model: its {kinds} layers use different rotary embeddings, and the engine gives every block the first "
+            "block's; models with per-layer-type rotary embeddings (Gemma 3, ...) are not supported yet: use another model"
+        )
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        raise UserError(
+            f"--model: it mixes {kinds} layers, and the engine gives every block the first block's attention mask; "
+            "this mix is not supported yet: use another model"
+        )
+    if seqlen > window:
+        raise UserError(
+            f"--seqlen {seqlen}: this model mixes {kinds} layers with a {window}-token sliding window, and the engine "
+            f"gives every block the first block's attention mask, which is right only up to the window; "
             f"use --seqlen {window} or less"
         )
 
@@ -251,7 +276,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         raise UserError(
             f"--seqlen {seqlen}: longer than the model's context ({loaded.context_length}); use --seqlen {loaded.context_length} or less"
         )
-    _check_masks_replayable(model.config, seqlen)
+    _check_blocks_share_kwargs(model.config, seqlen)
 
     # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
     eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
@@ -297,6 +322,10 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         )
         riders = Riders(dense=dense, pruned=copy_batches(dense))
 
+    # report.json `memory`, taken before pruning so that nothing it reads can fail once the model is saved.
+    memory = _memory_parts(
+        loaded, (nsamples if batches_used else 0) + (2 * len(windows) if windows is not None else 0), seqlen
+    )
     eval_seconds: list[float] = []
 
     def evaluate(label: str) -> tuple[float | None, int | None]:
@@ -459,9 +488,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         "dtype": dtype,
         "timings": timings,
         "peak_rss_mb": _peak_rss_mb(),
-        "memory": _memory_parts(
-            loaded, (nsamples if batches_used else 0) + (2 * len(windows) if windows is not None else 0), seqlen
-        ),
+        "memory": memory,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
