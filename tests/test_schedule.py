@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from benchmarks.reference_wanda import reference_prune
+from wanda_engine.api import PruneConfig, run_prune
 from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.api import PruneConfig, run_prune
 from wanda_engine.prune.schedule import StatisticsPass, call_block, capture_block_inputs, prune_blocks
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 

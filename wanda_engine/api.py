@@ -138,7 +138,7 @@ def _text_config(model_config):
 
 def _hidden_states_bytes(loaded, windows: int, seqlen: int) -> int:
     hidden = int(getattr(_text_config(loaded.model.config), "hidden_size", 0) or 0)
-    return windows * seqlen * hidden * torch.empty((), dtype=loaded.dtype).element_size()
+    return windows * seqlen * hidden * loaded.dtype.itemsize
 
 
 def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float | None]:
@@ -302,10 +302,11 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         )
         calibration_description = calib.description
         log(f"calibration data: {calib.description}")
-    storage, activations_where = _activation_storage(
-        device, loaded, nsamples if batches_used else 0, 0 if eval_ids is None or not loaded.streamed else 2 * _eval_window_count(eval_ids, seqlen, eval_limit), seqlen,
-        config.schedule,
-    )
+    # Hidden-state rows carried through the blocks: the calibration samples, and with streamed evaluation
+    # its windows twice (through the dense and through the pruned block).
+    calibration_rows = nsamples if batches_used else 0
+    eval_rows = 0 if eval_ids is None or not loaded.streamed else 2 * _eval_window_count(eval_ids, seqlen, eval_limit)
+    storage, activations_where = _activation_storage(device, loaded, calibration_rows, eval_rows, seqlen, config.schedule)
     if batches_used:
         batches = capture_block_inputs(
             model, calib.input_ids, calib.attention_mask, config.batch_size, torch.device(device), storage=storage
@@ -323,9 +324,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         riders = Riders(dense=dense, pruned=copy_batches(dense))
 
     # report.json `memory`, taken before pruning so that nothing it reads can fail once the model is saved.
-    memory = _memory_parts(
-        loaded, (nsamples if batches_used else 0) + (2 * len(windows) if windows is not None else 0), seqlen
-    )
+    memory = _memory_parts(loaded, calibration_rows + eval_rows, seqlen)
     eval_seconds: list[float] = []
 
     def evaluate(label: str) -> tuple[float | None, int | None]:
