@@ -8,7 +8,8 @@ import json
 
 import pytest
 import torch
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm
+from transformers.activations import ACT2FN
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaMLP, LlamaRMSNorm
 
 import cli
 import kernels
@@ -17,6 +18,7 @@ from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.schedule import BlockBatch, call_block, capture_block_inputs, prune_blocks
 from wanda_engine.prune.schedules import SCHEDULES
+from wanda_engine.prune.schedules.sequential import _SplitBlock
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, tiny_llama
@@ -189,7 +191,43 @@ def test_hidden_states_advance_through_the_pruned_blocks():
         for batch in inputs:
             batch.hidden = call_block(block, batch)
     for got, expected in zip(batches, inputs):
-        torch.testing.assert_close(got.hidden, expected.hidden, rtol=1e-5, atol=1e-5)
+        # The split runs the block's own operations in the block's order (in place where it can), so
+        # the outputs are the forward's bit for bit, not merely close.
+        assert torch.equal(got.hidden, expected.hidden)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu_pytorch_tanh"])
+def test_mlp_intermediate_is_the_modules_bit_for_bit(activation):
+    """The in-place act(gate)·up (in place for SiLU, out of place for other activations) is what
+    LlamaMLP computes in front of down_proj, exactly."""
+    block = decoder_blocks(tiny_llama("gqa"))[0]
+    block.mlp.act_fn = ACT2FN[activation]
+    x = torch.randn(3, 5, block.hidden_size, generator=torch.Generator().manual_seed(0))
+    expected = block.mlp.act_fn(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
+    assert torch.equal(_SplitBlock(block).mlp_intermediate(x), expected)
+
+
+class GeluMlpWithoutActFn(torch.nn.Module):
+    """An MLP with LLaMA's linears but no `act_fn` attribute: its own forward must be used."""
+
+    def __init__(self, mlp) -> None:
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+
+    def forward(self, x):
+        return self.down_proj(torch.nn.functional.gelu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def test_mlp_without_act_fn_runs_its_own_forward():
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    block.mlp = GeluMlpWithoutActFn(block.mlp)
+    x = torch.randn(3, 5, block.hidden_size, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.gelu(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
+    assert torch.equal(_SplitBlock(block).mlp_intermediate(x), expected)
+    masks = SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
+    assert isinstance(block.mlp.down_proj, torch.nn.Linear)  # swapped back
+    assert all(mask.float().mean() == 0.5 for mask in masks.values())
 
 
 def test_block_modules_restored():
@@ -205,6 +243,13 @@ def test_block_modules_restored():
 # ---------------------------------------------------------------------------------------------------
 # 3. Blocks the split does not fit are refused, untouched
 # ---------------------------------------------------------------------------------------------------
+
+
+class UpActivatedMlp(LlamaMLP):
+    """LLaMA's MLP with the activation on up_proj's output instead of gate_proj's."""
+
+    def forward(self, x):
+        return self.down_proj(self.gate_proj(x) * self.act_fn(self.up_proj(x)))
 
 
 class ScaledResidualLayer(LlamaDecoderLayer):
@@ -234,6 +279,15 @@ def test_different_wiring_refused_by_forward_check():
         SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
     assert isinstance(block.self_attn.o_proj, torch.nn.Linear) and isinstance(block.mlp.down_proj, torch.nn.Linear)
     assert all(torch.equal(layer.weight, dense[name]) for name, layer in linear_layers(block).items())
+
+
+def test_other_mlp_wiring_with_act_fn_refused_by_forward_check():
+    """An MLP whose forward is not act(gate)·up, though it has `act_fn`, is caught by the check."""
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    block.mlp.__class__ = UpActivatedMlp
+    with pytest.raises(UserError, match=r"LlamaDecoderLayer.*--schedule reference"):
+        SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,13 +8,16 @@ intermediate act(gate)·up is formed while down_proj's statistic accumulates; do
 the block output replaces each `batch.hidden`.
 
 The block is split at its linears without re-implementing attention: `self_attn` run with `o_proj`
-swapped for an identity returns o_proj's input, and likewise `mlp` without `down_proj`. That relies on
-the LLaMA block wiring (pre-norm attention and MLP with residuals), so other structures are refused,
-and the split is checked against the block's own forward before anything is pruned.
+swapped for an identity returns o_proj's input. The MLP intermediate is act(gate)·up, formed in place
+(or, for an MLP without `act_fn`, `mlp` run with `down_proj` swapped out). That relies on the LLaMA
+block wiring (pre-norm attention and MLP with residuals), so other structures are refused, and the
+split is checked against the block's own forward before anything is pruned.
 
-Memory: besides the hidden states, all batches' attention outputs are held (≈ hidden size), then all
-batches' MLP intermediates (intermediate_size / hidden_size × hidden, 2.7–3.5× for LLaMA models),
-on the device the hidden states live on: a statistic must be complete before its linear may run.
+Memory: a statistic must be complete before its linear may run, so each pass keeps, for every batch,
+what the next pass starts from (norm output, attention output, MLP input, MLP intermediate), on the
+device the hidden states live on, and drops it once consumed. The peak is all batches' MLP
+intermediates (intermediate_size / hidden_size × hidden states, 2.7–3.5× for LLaMA models) plus one
+batch's MLP input.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import kernels
 
@@ -37,6 +41,9 @@ from . import SCHEDULES
 _BLOCK_CHILDREN = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
 _ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 _MLP_INPUTS = ("mlp.gate_proj", "mlp.up_proj")
+# Activation modules that compute exactly F.silu (transformers' ACT2FN["silu"] and torch's SiLU), so
+# the activation may run in place.
+_SILU_CLASSES = ("SiLUActivation", "SiLU")
 _LINEARS = {*_ATTENTION_INPUTS, "self_attn.o_proj", *_MLP_INPUTS, "mlp.down_proj"}
 
 # Relative tolerance (of the output's largest magnitude) for the split-vs-block check: the split runs
@@ -72,6 +79,16 @@ def _to_compute(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=True)
 
 
+def _add_residual(batch: BlockBatch, update: torch.Tensor) -> torch.Tensor:
+    """batch.hidden += update (the residual connection), in place where hidden lives on the compute
+    device; returns the new hidden states on the compute device."""
+    if batch.hidden.device == update.device:
+        return batch.hidden.add_(update)
+    result = _to_compute(batch.hidden, update.device) + update
+    store_output(batch, result)
+    return result
+
+
 class _SplitBlock:
     """A LLaMA-style decoder block split at its linears: norm → attention → o_proj → residual → norm →
     MLP up to down_proj → down_proj → residual. Methods take and return tensors on the block's device."""
@@ -102,8 +119,21 @@ class _SplitBlock:
         return self.block.post_attention_layernorm(residual)
 
     def mlp_intermediate(self, mlp_input: torch.Tensor) -> torch.Tensor:
-        """down_proj's input; call inside `_bypassed(self.mlp, "down_proj")`."""
-        return self.mlp(mlp_input)
+        """down_proj's input. For the LLaMA MLP, act(gate_proj(x)) · up_proj(x) is formed in gate_proj's
+        output buffer, still in cache from the GEMM: the module's own forward writes two fresh
+        [tokens × intermediate] tensors (SmolLM2, fp32 CPU: activation and product 1.7 s → 0.2 s of
+        a 24 s prune; the results are bit-identical). MLPs without `act_fn` run their own forward."""
+        mlp = self.mlp
+        act = getattr(mlp, "act_fn", None)
+        if act is None:
+            with _bypassed(mlp, "down_proj"):
+                return mlp(mlp_input)
+        gate = mlp.gate_proj(mlp_input)
+        if type(act).__name__ in _SILU_CLASSES:
+            F.silu(gate, inplace=True)
+        else:
+            gate = act(gate)
+        return gate.mul_(mlp.up_proj(mlp_input))
 
     def dense_forward(self, batch: BlockBatch) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor | None, torch.Tensor]]]:
         """The block output computed through the split, and for every linear whose statistic is taken
@@ -120,8 +150,7 @@ class _SplitBlock:
             with _bypassed(self.attention, "o_proj") as o_proj:
                 residual = hidden + o_proj(self.attention_mix(attention_input, batch))
             mlp_input = self.mlp_input(residual)
-            with _bypassed(self.mlp, "down_proj") as down_proj:
-                output = residual + down_proj(self.mlp_intermediate(mlp_input))
+            output = residual + self.mlp.down_proj(self.mlp_intermediate(mlp_input))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -173,46 +202,50 @@ class SequentialSchedule:
                 masks[name] = method.prune_(linears[name].weight.data, statistic.mean_sq, target)
 
         # The statistics cannot be fused into the consuming linear's GEMM (linear_with_running_sq_norms):
-        # a linear may only run once its statistic is complete and it is pruned.
-        # Norm outputs are recomputed rather than stored: a norm costs far less than holding a copy.
+        # a linear may only run once its statistic is complete and it is pruned. So every pass keeps,
+        # per batch, what the next pass starts from, and each kept tensor is dropped as soon as it is
+        # consumed: at most one batch more than the block's MLP intermediates is held at any time.
+        held: list[torch.Tensor | None]
+
+        def keep(x: torch.Tensor, batch: BlockBatch) -> torch.Tensor:
+            return x.to(batch.hidden.device)  # where the hidden states live (host memory if they must)
+
+        def take(index: int) -> torch.Tensor:
+            x, held[index] = held[index], None
+            return _to_compute(x, device)
+
         attention_statistic = new_statistic(_ATTENTION_INPUTS[0])
+        held = []
         for batch in batches:
             attention_input = split.attention_input(_to_compute(batch.hidden, device))
             kernels.update_running_sq_norms(attention_statistic, attention_input, batch.token_mask)
+            held.append(keep(attention_input, batch))
         prune_group(_ATTENTION_INPUTS, attention_statistic)
 
-        # Attention outputs are kept (not recomputed after pruning o_proj): attention is the expensive part.
-        attention_mixes: list[torch.Tensor | None] = []
         o_statistic = new_statistic("self_attn.o_proj")
         with _bypassed(split.attention, "o_proj"):
-            for batch in batches:
-                mix = split.attention_mix(split.attention_input(_to_compute(batch.hidden, device)), batch)
+            for index, batch in enumerate(batches):
+                mix = split.attention_mix(take(index), batch)
                 kernels.update_running_sq_norms(o_statistic, mix, batch.token_mask)
-                attention_mixes.append(mix.to(batch.hidden.device))
+                held[index] = keep(mix, batch)
         prune_group(("self_attn.o_proj",), o_statistic)
 
         mlp_statistic = new_statistic(_MLP_INPUTS[0])
-        o_proj = linears["self_attn.o_proj"]
         for index, batch in enumerate(batches):
-            residual = _to_compute(batch.hidden, device) + o_proj(_to_compute(attention_mixes[index], device))
-            attention_mixes[index] = None
-            kernels.update_running_sq_norms(mlp_statistic, split.mlp_input(residual), batch.token_mask)
             # The block input is no longer needed: the post-attention residual takes its place.
-            store_output(batch, residual)
+            residual = _add_residual(batch, linears["self_attn.o_proj"](take(index)))
+            mlp_input = split.mlp_input(residual)
+            kernels.update_running_sq_norms(mlp_statistic, mlp_input, batch.token_mask)
+            held[index] = keep(mlp_input, batch)
         prune_group(_MLP_INPUTS, mlp_statistic)
 
-        intermediates: list[torch.Tensor | None] = []
         down_statistic = new_statistic("mlp.down_proj")
-        with _bypassed(split.mlp, "down_proj"):
-            for batch in batches:
-                intermediate = split.mlp_intermediate(split.mlp_input(_to_compute(batch.hidden, device)))
-                kernels.update_running_sq_norms(down_statistic, intermediate, batch.token_mask)
-                intermediates.append(intermediate.to(batch.hidden.device))
+        for index, batch in enumerate(batches):
+            intermediate = split.mlp_intermediate(take(index))
+            kernels.update_running_sq_norms(down_statistic, intermediate, batch.token_mask)
+            held[index] = keep(intermediate, batch)
         prune_group(("mlp.down_proj",), down_statistic)
 
-        down_proj = linears["mlp.down_proj"]
         for index, batch in enumerate(batches):
-            output = _to_compute(batch.hidden, device) + down_proj(_to_compute(intermediates[index], device))
-            intermediates[index] = None
-            store_output(batch, output)
+            _add_residual(batch, linears["mlp.down_proj"](take(index)))
         return {name: masks[name] for name in linears}
