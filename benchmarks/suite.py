@@ -363,12 +363,12 @@ RSS_BUDGET_FACTOR = 1.5
 
 
 def rss_budget_mb(side: Side | None, baseline_rss: float | None) -> float | None:
-    """RSS_BUDGET_FACTOR × (largest block's weights + embeddings + one copy of the calibration hidden
-    states + the import-only process's peak), from the engine's report.json `memory`."""
+    """RSS_BUDGET_FACTOR × (largest block's weights + embeddings + an untied lm_head + one copy of the
+    calibration hidden states + the import-only process's peak), from the engine's report.json `memory`."""
     memory = side.info.get("memory") if side is not None else None
     if not memory or baseline_rss is None or None in memory.values():
         return None
-    return RSS_BUDGET_FACTOR * (baseline_rss + memory["block_weights_mb"] + memory["embeddings_mb"] + memory["hidden_states_mb"])
+    return RSS_BUDGET_FACTOR * (baseline_rss + sum(memory.values()))
 
 
 def evaluate_goals(sides: dict[str, Side], baseline_rss: float | None = None) -> list[Goal]:
@@ -565,7 +565,9 @@ def _budget_note(result: E2EResult, baseline_rss: float | None) -> str:
     return (
         f"Memory budget of the peak-RSS goal: {RSS_BUDGET_FACTOR:g} × ({memory['block_weights_mb']:.1f} MB of one block's "
         f"weights + {memory['hidden_states_mb']:.1f} MB of calibration hidden states ({result.nsamples} × {result.seqlen} × "
-        f"hidden, one copy) + {memory['embeddings_mb']:.1f} MB of embeddings + {baseline_rss:.0f} MB import-only "
+        f"hidden, one copy) + {memory['embeddings_mb']:.1f} MB of embeddings"
+        + (f" + {memory['lm_head_mb']:.1f} MB of untied lm_head" if memory.get("lm_head_mb") else "")
+        + f" + {baseline_rss:.0f} MB import-only "
         f"baseline) = {budget:.0f} MB; sizes from the engine's report.json `memory`."
     )
 

@@ -191,6 +191,9 @@ def test_mixed_attention_model_refused_beyond_its_sliding_window(tmp_path, calib
     assert not (tmp_path / "refused").exists()
     report = run_prune(PruneConfig(seqlen=16, **base), log=lambda *_: None)
     assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
+    # Magnitude without evaluation runs no block on captured kwargs: nothing to refuse at any length.
+    report = run_prune(PruneConfig(seqlen=32, prune_method="magnitude", **base), log=lambda *_: None)
+    assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
 
 
 def test_models_whose_blocks_need_other_kwargs_refused():

@@ -143,18 +143,25 @@ def _hidden_states_bytes(loaded, windows: int, seqlen: int) -> int:
 
 def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float | None]:
     """What a streamed run must hold, in MiB, beside the Python/torch baseline: the largest block's
-    weights, the input embeddings and one copy of the hidden states (report.json `memory`; the
-    benchmarks compare peak_rss_mb with their sum). Sizes in the model dtype; works on a meta skeleton."""
+    weights, the input embeddings, an untied lm_head (read for evaluation and saving; 0 when tied) and
+    one copy of the hidden states (report.json `memory`; the benchmarks compare peak_rss_mb with their
+    sum). Sizes in the model dtype; works on a meta skeleton."""
     def mib(tensors) -> float:
         return sum(t.numel() * loaded.dtype.itemsize for t in tensors) / 2**20
 
+    model = loaded.model
     try:
-        embeddings_mb: float | None = mib(loaded.model.get_input_embeddings().parameters())
-    except NotImplementedError:  # remote model code without get_input_embeddings
-        embeddings_mb = None
+        embeddings = model.get_input_embeddings()
+        embeddings_mb: float | None = mib(embeddings.parameters())
+        head = model.get_output_embeddings()
+        tied = head is None or head.weight is embeddings.weight or getattr(_text_config(model.config), "tie_word_embeddings", False)
+        lm_head_mb: float | None = 0.0 if tied else mib([head.weight])
+    except NotImplementedError:  # remote model code without get_input_embeddings / get_output_embeddings
+        embeddings_mb = lm_head_mb = None
     return {
-        "block_weights_mb": max((mib(block.parameters()) for block in decoder_blocks(loaded.model)), default=0.0),
+        "block_weights_mb": max((mib(block.parameters()) for block in decoder_blocks(model)), default=0.0),
         "embeddings_mb": embeddings_mb,
+        "lm_head_mb": lm_head_mb,
         "hidden_states_mb": _hidden_states_bytes(loaded, windows, seqlen) / 2**20,
     }
 
@@ -168,7 +175,7 @@ def _activation_storage(
     hidden = int(getattr(text_config, "hidden_size", 0) or 0)
     intermediate = int(getattr(text_config, "intermediate_size", 0) or 0)
     # Copies alive at once, in units of the inputs: reference = inputs + outputs + slack; sequential
-    # also keeps every batch's attention output and MLP intermediate for one block.
+    # = inputs (updated in place) + every batch's MLP intermediate for one block + slack.
     copies = 3 if schedule == "reference" else 2 + max(1.0, intermediate / max(hidden, 1))
     nbytes = _hidden_states_bytes(loaded, nsamples + eval_windows, seqlen)
     size = f"{(nsamples + eval_windows)} × {seqlen} × {hidden} hidden states, {nbytes / 2**20:.0f} MiB"
@@ -276,7 +283,6 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         raise UserError(
             f"--seqlen {seqlen}: longer than the model's context ({loaded.context_length}); use --seqlen {loaded.context_length} or less"
         )
-    _check_blocks_share_kwargs(model.config, seqlen)
 
     # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
     eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
@@ -294,6 +300,8 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     calibration_description = "not needed by this method"
     measure_importance = block_statistic is not None and cached_importance is None
     batches_used = method.needs_statistics or measure_importance
+    if batches_used or (loaded.streamed and eval_ids is not None):  # block-0 kwargs replayed in every block
+        _check_blocks_share_kwargs(model.config, seqlen)
     if batches_used:
         calib = data.load_calibration(
             calibration, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=config.seed, data_dir=config.data_dir,
