@@ -368,7 +368,8 @@ def rss_budget_mb(side: Side | None, baseline_rss: float | None) -> float | None
     memory = side.info.get("memory") if side is not None else None
     if not memory or baseline_rss is None or None in memory.values():
         return None
-    return RSS_BUDGET_FACTOR * (baseline_rss + sum(memory.values()))
+    parts = ("block_weights_mb", "embeddings_mb", "lm_head_mb", "hidden_states_mb")
+    return RSS_BUDGET_FACTOR * (baseline_rss + sum(memory.get(part, 0.0) for part in parts))
 
 
 def evaluate_goals(sides: dict[str, Side], baseline_rss: float | None = None) -> list[Goal]:

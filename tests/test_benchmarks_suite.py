@@ -61,6 +61,9 @@ def test_memory_budget_goal_from_the_reports_memory_figures():
     assert goals[f"sequential: {budget_text}"].status == "FAIL"                  # 950 MB
     assert goals[f"sequential: {budget_text}"].value == "950 vs 915 MB"
     assert {g.text: g.status for g in suite.evaluate_goals(sides)}[f"reference: {budget_text}"] == "n/a"  # no baseline
+    # An untied lm_head is part of what a run holds; reports from before the field still budget.
+    sides["engine_reference"].info["memory"] = memory | {"lm_head_mb": 20.0}
+    assert suite.rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 630.0)
 
 
 def test_scaling_growth_goal_only_for_a_fourfold_depth():

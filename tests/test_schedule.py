@@ -194,6 +194,10 @@ def test_mixed_attention_model_refused_beyond_its_sliding_window(tmp_path, calib
     # Magnitude without evaluation runs no block on captured kwargs: nothing to refuse at any length.
     report = run_prune(PruneConfig(seqlen=32, prune_method="magnitude", **base), log=lambda *_: None)
     assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
+    # Streamed evaluation does replay them.
+    evaluated = base | {"eval": calibration_text_file}
+    with pytest.raises(UserError, match=r"--seqlen 32: .* 16-token sliding window"):
+        run_prune(PruneConfig(seqlen=32, prune_method="magnitude", **evaluated), log=lambda *_: None)
 
 
 def test_models_whose_blocks_need_other_kwargs_refused():

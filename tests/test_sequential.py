@@ -204,7 +204,14 @@ def test_mlp_intermediate_is_the_modules_bit_for_bit(activation):
     block.mlp.act_fn = ACT2FN[activation]
     x = torch.randn(3, 5, block.hidden_size, generator=torch.Generator().manual_seed(0))
     expected = block.mlp.act_fn(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
-    assert torch.equal(_SplitBlock(block).mlp_intermediate(x), expected)
+    assert torch.equal(_SplitBlock(block)._in_place_intermediate(x), expected)
+
+
+def test_in_place_mlp_used_once_verified():
+    model = tiny_llama("gqa")
+    split = _SplitBlock(decoder_blocks(model)[0])
+    split.verify(padded_batches(model)[0])
+    assert split.in_place_mlp
 
 
 class GeluMlpWithoutActFn(torch.nn.Module):
@@ -281,13 +288,20 @@ def test_different_wiring_refused_by_forward_check():
     assert all(torch.equal(layer.weight, dense[name]) for name, layer in linear_layers(block).items())
 
 
-def test_other_mlp_wiring_with_act_fn_refused_by_forward_check():
-    """An MLP whose forward is not act(gate)·up, though it has `act_fn`, is caught by the check."""
+def test_other_mlp_wiring_with_act_fn_runs_its_own_forward():
+    """An MLP with `act_fn` whose forward is not act(gate)·up: the in-place form differs, so the
+    module's own forward is used, and the block outputs are still the pruned block's exactly."""
     model = tiny_llama("gqa")
     block = decoder_blocks(model)[0]
     block.mlp.__class__ = UpActivatedMlp
-    with pytest.raises(UserError, match=r"LlamaDecoderLayer.*--schedule reference"):
-        SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
+    batches = padded_batches(model)
+    split = _SplitBlock(block)
+    split.verify(batches[0])
+    assert not split.in_place_mlp
+    inputs = copy_batches(batches)
+    SEQUENTIAL.prune_block(block, batches, WANDA, SparsityTarget(0.5))
+    for got, batch in zip(batches, inputs):
+        assert torch.equal(got.hidden, call_block(block, batch))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -308,3 +322,22 @@ def test_cli_accepts_schedule_sequential(tiny_model_dir, calibration_text_file, 
     assert report["schedule"] == "sequential"
     assert report["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert report["ppl_pruned"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: hidden states in host memory, block on the GPU")
+def test_hidden_states_in_host_memory_give_the_same_masks_and_outputs():
+    """Hidden states kept in (pinned) host memory, as when they do not fit on the GPU: norm outputs are
+    recomputed instead of kept, residuals go through the host; masks and outputs must not change."""
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    results = []
+    for storage in (cuda, cpu):
+        model = tiny_llama("gqa").to(cuda)
+        ids, mask = padded_calibration()[:2]
+        batches = capture_block_inputs(model, ids, mask, 3, cuda, storage=storage)
+        prune_model(model, batches, SparsityTarget(0.5))
+        results.append((masks_of(model), [batch.hidden.to(cpu) for batch in batches]))
+    (masks_on_device, hidden_on_device), (masks_on_host, hidden_on_host) = results
+    for name, mask in masks_on_device.items():
+        assert torch.equal(mask, masks_on_host[name]), name
+    for on_device, on_host in zip(hidden_on_device, hidden_on_host):
+        assert torch.equal(on_device, on_host)

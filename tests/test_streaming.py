@@ -184,3 +184,21 @@ def test_streamed_blocks_reuse_one_blocks_memory(sharded_model_dir):
     expected = checkpoint.read([f"{store.prefix}1.{name}"], torch.float32, "cpu")[f"{store.prefix}1.{name}"]
     assert torch.equal(second, expected)
     assert store.blocks[0].get_parameter(name).device.type == "meta"
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("stream", [True, False])
+def test_report_memory_counts_an_untied_lm_head_only(calibration_text_file, tmp_path, tied, stream):
+    model = tiny_llama("gqa")
+    if tied:
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
+    model.save_pretrained(tmp_path / "model", safe_serialization=True)
+    tiny_tokenizer().save_pretrained(tmp_path / "model")
+    report = run_prune(
+        _config(str(tmp_path / "model"), calibration_text_file, tmp_path, stream=stream, eval="none", prune_method="magnitude"),
+        log=lambda *_: None,
+    )
+    head_mb = model.get_output_embeddings().weight.numel() * 4 / 2**20
+    assert report["memory"]["lm_head_mb"] == (0.0 if tied else pytest.approx(head_mb))
+    assert report["memory"]["embeddings_mb"] == pytest.approx(head_mb)  # same shape as the head here

@@ -17,7 +17,7 @@ from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
 from .models.blocks import blocks_prefix, linear_layers
-from .models.streaming import ShardWriter, StreamedBlocks, load_head, non_block_tensors, return_freed_memory
+from .models.streaming import ShardWriter, StreamedBlocks, head_is_stored, load_head, non_block_tensors, return_freed_memory
 from .outputs import atomic_output_dir, check_output_dir, replace_dir
 from .resume import RunCheckpoint, clear_partial, copy_batches, fingerprint, partial_dir_for
 from .prune.allocation import ALLOCATIONS, allocation_options
@@ -154,10 +154,17 @@ def _memory_parts(loaded, windows: int, seqlen: int) -> dict[str, float | None]:
         embeddings = model.get_input_embeddings()
         embeddings_mb: float | None = mib(embeddings.parameters())
         head = model.get_output_embeddings()
-        tied = head is None or head.weight is embeddings.weight or getattr(_text_config(model.config), "tie_word_embeddings", False)
-        lm_head_mb: float | None = 0.0 if tied else mib([head.weight])
     except NotImplementedError:  # remote model code without get_input_embeddings / get_output_embeddings
-        embeddings_mb = lm_head_mb = None
+        embeddings_mb, head = None, None
+    head_weight = getattr(head, "weight", None)
+    if head is None:
+        lm_head_mb: float | None = 0.0 if embeddings_mb is not None else None
+    elif head_weight is None:  # an output module of unknown make-up
+        lm_head_mb = None
+    else:
+        # As load_head decides for a streamed run; in memory, tied means the very same parameter.
+        untied = head_is_stored(model, loaded.checkpoint) if loaded.streamed else head_weight is not embeddings.weight
+        lm_head_mb = mib([head_weight]) if untied else 0.0
     return {
         "block_weights_mb": max((mib(block.parameters()) for block in decoder_blocks(model)), default=0.0),
         "embeddings_mb": embeddings_mb,
@@ -286,6 +293,10 @@ def run_prune(config: PruneConfig, log=print) -> dict:
 
     # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
     eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
+    measure_importance = block_statistic is not None and cached_importance is None
+    batches_used = method.needs_statistics or measure_importance
+    if batches_used or (loaded.streamed and eval_spec is not None):  # block-0 kwargs replayed in every block
+        _check_blocks_share_kwargs(model.config, seqlen)
     eval_ids = None
     if eval_spec is not None:
         text, eval_description = data.load_eval_text(eval_spec, data_dir=config.data_dir)
@@ -298,10 +309,6 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     stage = time.perf_counter()
     batches = []
     calibration_description = "not needed by this method"
-    measure_importance = block_statistic is not None and cached_importance is None
-    batches_used = method.needs_statistics or measure_importance
-    if batches_used or (loaded.streamed and eval_ids is not None):  # block-0 kwargs replayed in every block
-        _check_blocks_share_kwargs(model.config, seqlen)
     if batches_used:
         calib = data.load_calibration(
             calibration, tokenizer, nsamples=nsamples, seqlen=seqlen, seed=config.seed, data_dir=config.data_dir,

@@ -152,13 +152,19 @@ def load_head(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.
     materialise(norm, _prefix_of(model, norm), checkpoint, dtype, device)
     head = model.get_output_embeddings()
     head_prefix = _prefix_of(model, head)
-    if f"{head_prefix}weight" in checkpoint.file_of:
+    if head_is_stored(model, checkpoint):
         materialise(head, head_prefix, checkpoint, dtype, device)
     elif getattr(model.config, "tie_word_embeddings", False):
         head.weight = model.get_input_embeddings().weight
     else:
         raise UserError(f"the checkpoint in {checkpoint.directory} has no {head_prefix}weight; pass --no_stream")
     return norm, head
+
+
+def head_is_stored(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> bool:
+    """Whether the checkpoint holds the output projection's own weight (an untied lm_head, which
+    load_head reads), rather than sharing the input embeddings'."""
+    return f"{_prefix_of(model, model.get_output_embeddings())}weight" in checkpoint.file_of
 
 
 def final_norm(model: nn.Module) -> nn.Module:

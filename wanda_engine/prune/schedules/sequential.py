@@ -8,16 +8,16 @@ intermediate act(gate)·up is formed while down_proj's statistic accumulates; do
 the block output replaces each `batch.hidden`.
 
 The block is split at its linears without re-implementing attention: `self_attn` run with `o_proj`
-swapped for an identity returns o_proj's input. The MLP intermediate is act(gate)·up, formed in place
-(or, for an MLP without `act_fn`, `mlp` run with `down_proj` swapped out). That relies on the LLaMA
-block wiring (pre-norm attention and MLP with residuals), so other structures are refused, and the
-split is checked against the block's own forward before anything is pruned.
+swapped for an identity returns o_proj's input, and likewise `mlp` without `down_proj`; where that
+MLP computes act(gate)·up, the intermediate is then formed in place (checked equal once). That relies
+on the LLaMA block wiring (pre-norm attention and MLP with residuals), so other structures are
+refused, and the split is checked against the block's own forward before anything is pruned.
 
 Memory: a statistic must be complete before its linear may run, so each pass keeps, for every batch,
 what the next pass starts from (norm output, attention output, MLP input, MLP intermediate), on the
-device the hidden states live on, and drops it once consumed. The peak is all batches' MLP
-intermediates (intermediate_size / hidden_size × hidden states, 2.7–3.5× for LLaMA models) plus one
-batch's MLP input.
+device the hidden states live on, and drops it once consumed. Besides the hidden states, the peak is
+all batches' MLP intermediates (intermediate_size / hidden_size × hidden states, 2.7–3.5× for LLaMA
+models) plus one batch's MLP input and up_proj output.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import transformers.activations
 
 import kernels
 
@@ -41,20 +42,23 @@ from . import SCHEDULES
 _BLOCK_CHILDREN = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
 _ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 _MLP_INPUTS = ("mlp.gate_proj", "mlp.up_proj")
-# Activation modules that compute exactly F.silu (transformers' ACT2FN["silu"] and torch's SiLU), so
-# the activation may run in place.
-_SILU_CLASSES = ("SiLUActivation", "SiLU")
+# Activation modules (exact types) whose forward is F.silu, so the activation may run in place; the
+# result is still compared with the MLP's own forward once per structure (verify).
+_SILU_TYPES: tuple[type, ...] = (nn.SiLU,) + tuple(
+    t for t in (getattr(transformers.activations, "SiLUActivation", None),) if isinstance(t, type)
+)
 _LINEARS = {*_ATTENTION_INPUTS, "self_attn.o_proj", *_MLP_INPUTS, "mlp.down_proj"}
 
 # Relative tolerance (of the output's largest magnitude) for the split-vs-block check: the split runs
 # the same operations in the same order, so only rounding-level differences are acceptable.
 _CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 
-# Block structures (by module classes) whose split was already checked against their own forward.
+# Block structures (by module classes, the MLP's activation included) whose split was already checked
+# against their own forward, mapped to whether the in-place MLP intermediate equals the MLP's own.
 # Whether the split is valid is a property of the block's code, which every block of a model shares,
 # so it is checked on the first batch of the first block of each structure only: checking every block
 # would cost two extra forwards of a batch per block, +50% for a 4-batch calibration set.
-_VERIFIED_STRUCTURES: set[tuple[type, ...]] = set()
+_VERIFIED_STRUCTURES: dict[tuple[type, ...], bool] = {}
 
 
 def _refuse(block: nn.Module, reason: str) -> UserError:
@@ -104,7 +108,11 @@ class _SplitBlock:
         self.attention = block.self_attn
         self.mlp = block.mlp
         self.device = next(block.parameters()).device
-        self.structure = tuple(type(module) for _, module in sorted(block.named_children())) + (type(block),)
+        self.structure = tuple(type(module) for _, module in sorted(block.named_children())) + (
+            type(block), type(getattr(block.mlp, "act_fn", None)),
+        )
+        # Set by verify: form the MLP intermediate in place (only once shown equal to the MLP's own).
+        self.in_place_mlp = _VERIFIED_STRUCTURES.get(self.structure, False)
 
     def attention_input(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.block.input_layernorm(hidden)
@@ -119,17 +127,23 @@ class _SplitBlock:
         return self.block.post_attention_layernorm(residual)
 
     def mlp_intermediate(self, mlp_input: torch.Tensor) -> torch.Tensor:
-        """down_proj's input. For the LLaMA MLP, act(gate_proj(x)) · up_proj(x) is formed in gate_proj's
-        output buffer, still in cache from the GEMM: the module's own forward writes two fresh
-        [tokens × intermediate] tensors (SmolLM2, fp32 CPU: activation and product 1.7 s → 0.2 s of
-        a 24 s prune; the results are bit-identical). MLPs without `act_fn` run their own forward."""
+        """down_proj's input: the MLP's own forward with down_proj swapped out, or, once verify has shown
+        them equal, the same formed in place (`_in_place_intermediate`)."""
+        if self.in_place_mlp:
+            return self._in_place_intermediate(mlp_input)
+        with _bypassed(self.mlp, "down_proj"):
+            return self.mlp(mlp_input)
+
+    def _in_place_intermediate(self, mlp_input: torch.Tensor) -> torch.Tensor | None:
+        """act(gate_proj(x)) · up_proj(x) formed in gate_proj's output buffer, still in cache from the
+        GEMM; the LLaMA MLP's forward writes two fresh [tokens × intermediate] tensors instead (SmolLM2,
+        fp32 CPU: activation and product 1.7 s → 0.2 s of a 24 s prune). None without `act_fn`."""
         mlp = self.mlp
         act = getattr(mlp, "act_fn", None)
         if act is None:
-            with _bypassed(mlp, "down_proj"):
-                return mlp(mlp_input)
+            return None
         gate = mlp.gate_proj(mlp_input)
-        if type(act).__name__ in _SILU_CLASSES:
+        if type(act) in _SILU_TYPES:
             F.silu(gate, inplace=True)
         else:
             gate = act(gate)
@@ -158,11 +172,15 @@ class _SplitBlock:
         pairs.update({name: (received.get(name), mlp_input) for name in _MLP_INPUTS})
         return output, pairs
 
+    @torch.no_grad()
     def verify(self, batch: BlockBatch) -> None:
         """Refuse the block unless the split reproduces `call_block` on `batch` and q/k/v and gate/up
-        read exactly the norm outputs their statistics are taken from."""
+        read exactly the norm outputs their statistics are taken from; then allow the in-place MLP
+        intermediate if it equals the MLP's own bit for bit (on one sample: the choice is the code's)."""
         if self.structure in _VERIFIED_STRUCTURES:
+            self.in_place_mlp = _VERIFIED_STRUCTURES[self.structure]
             return
+        self.in_place_mlp = False  # the wiring is checked through the modules' own forwards
         expected = _to_compute(call_block(self.block, batch), self.device)
         got, statistic_inputs = self.dense_forward(batch)
         tolerance = _CHECK_TOLERANCE.get(expected.dtype, 2e-2) * float(expected.abs().max().clamp(min=1e-6))
@@ -173,7 +191,10 @@ class _SplitBlock:
                 received, norm_output, rtol=0.0, atol=tolerance
             ):
                 raise _refuse(self.block, f"{name} does not read the norm output directly")
-        _VERIFIED_STRUCTURES.add(self.structure)
+        sample = statistic_inputs[_MLP_INPUTS[0]][1][:1]
+        in_place = self._in_place_intermediate(sample)
+        self.in_place_mlp = in_place is not None and torch.equal(in_place, self.mlp_intermediate(sample))
+        _VERIFIED_STRUCTURES[self.structure] = self.in_place_mlp
 
 
 @SCHEDULES.register("sequential")
@@ -204,14 +225,22 @@ class SequentialSchedule:
         # The statistics cannot be fused into the consuming linear's GEMM (linear_with_running_sq_norms):
         # a linear may only run once its statistic is complete and it is pruned. So every pass keeps,
         # per batch, what the next pass starts from, and each kept tensor is dropped as soon as it is
-        # consumed: at most one batch more than the block's MLP intermediates is held at any time.
+        # consumed. The peak is every batch's MLP intermediate, plus one batch's MLP input and up_proj
+        # output while the last intermediate is formed.
         held: list[torch.Tensor | None]
 
         def keep(x: torch.Tensor, batch: BlockBatch) -> torch.Tensor:
             return x.to(batch.hidden.device)  # where the hidden states live (host memory if they must)
 
-        def take(index: int) -> torch.Tensor:
+        def keep_norm_output(x: torch.Tensor, batch: BlockBatch) -> torch.Tensor | None:
+            # With the hidden states in host memory, recomputing a norm on the device is cheaper than
+            # a round trip over the bus: keep it only where it was computed.
+            return x if batch.hidden.device == x.device else None
+
+        def take(index: int, recompute_from_hidden=None) -> torch.Tensor:
             x, held[index] = held[index], None
+            if x is None:
+                return recompute_from_hidden(_to_compute(batches[index].hidden, device))
             return _to_compute(x, device)
 
         attention_statistic = new_statistic(_ATTENTION_INPUTS[0])
@@ -219,13 +248,13 @@ class SequentialSchedule:
         for batch in batches:
             attention_input = split.attention_input(_to_compute(batch.hidden, device))
             kernels.update_running_sq_norms(attention_statistic, attention_input, batch.token_mask)
-            held.append(keep(attention_input, batch))
+            held.append(keep_norm_output(attention_input, batch))
         prune_group(_ATTENTION_INPUTS, attention_statistic)
 
         o_statistic = new_statistic("self_attn.o_proj")
         with _bypassed(split.attention, "o_proj"):
             for index, batch in enumerate(batches):
-                mix = split.attention_mix(take(index), batch)
+                mix = split.attention_mix(take(index, split.attention_input), batch)
                 kernels.update_running_sq_norms(o_statistic, mix, batch.token_mask)
                 held[index] = keep(mix, batch)
         prune_group(("self_attn.o_proj",), o_statistic)
@@ -236,12 +265,12 @@ class SequentialSchedule:
             residual = _add_residual(batch, linears["self_attn.o_proj"](take(index)))
             mlp_input = split.mlp_input(residual)
             kernels.update_running_sq_norms(mlp_statistic, mlp_input, batch.token_mask)
-            held[index] = keep(mlp_input, batch)
+            held[index] = keep_norm_output(mlp_input, batch)
         prune_group(_MLP_INPUTS, mlp_statistic)
 
         down_statistic = new_statistic("mlp.down_proj")
         for index, batch in enumerate(batches):
-            intermediate = split.mlp_intermediate(take(index))
+            intermediate = split.mlp_intermediate(take(index, split.mlp_input))
             kernels.update_running_sq_norms(down_statistic, intermediate, batch.token_mask)
             held[index] = keep(intermediate, batch)
         prune_group(("mlp.down_proj",), down_statistic)
