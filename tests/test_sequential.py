@@ -18,7 +18,7 @@ from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.schedule import BlockBatch, call_block, capture_block_inputs, prune_blocks
 from wanda_engine.prune.schedules import SCHEDULES
-from wanda_engine.prune.schedules.sequential import _SplitBlock
+from wanda_engine.prune.schedules.sequential import _first_sample, _SplitBlock
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, tiny_llama
@@ -286,6 +286,45 @@ def test_different_wiring_refused_by_forward_check():
         SEQUENTIAL.prune_block(block, padded_batches(model), WANDA, SparsityTarget(0.5))
     assert isinstance(block.self_attn.o_proj, torch.nn.Linear) and isinstance(block.mlp.down_proj, torch.nn.Linear)
     assert all(torch.equal(layer.weight, dense[name]) for name, layer in linear_layers(block).items())
+
+
+class FreshLayer(LlamaDecoderLayer):
+    """A structure no earlier test has verified (verification is cached per structure)."""
+
+
+class OneSampleFailsLayer(LlamaDecoderLayer):
+    """A block whose forward fails on one sample, as if cutting some kwarg to one sample broke it."""
+
+    def forward(self, hidden_states, **kwargs):
+        if hidden_states.shape[0] == 1:
+            raise RuntimeError("this block needs the whole batch")
+        return super().forward(hidden_states, **kwargs)
+
+
+@pytest.mark.parametrize("layer_class, verified_on", [(FreshLayer, 1), (OneSampleFailsLayer, 2)])
+def test_split_verified_on_one_sample_else_on_the_batch(layer_class, verified_on):
+    model = tiny_llama("gqa")
+    block = decoder_blocks(model)[0]
+    block.__class__ = layer_class
+    batches = padded_batches(model)
+    assert batches[0].token_mask is not None and batches[0].hidden.shape[0] == 2
+    sizes = []
+    block.register_forward_pre_hook(lambda _m, args, kwargs: sizes.append((args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    masks = SEQUENTIAL.prune_block(block, copy_batches(batches), WANDA, SparsityTarget(0.5))
+    assert sizes[-1] == verified_on  # the block's own forward ran once, in the last verification
+    assert all(mask.float().mean() == 0.5 for mask in masks.values())
+
+
+def test_first_sample_cuts_every_per_sample_kwarg():
+    batch = BlockBatch(
+        torch.zeros(3, 4, 8), {"position_embeddings": (torch.zeros(3, 4, 2), torch.zeros(1, 4, 2)), "mask": torch.zeros(3, 1, 4, 4), "flag": True},
+        torch.ones(3, 4, dtype=torch.bool),
+    )
+    sample = _first_sample(batch)
+    assert sample.hidden.shape == (1, 4, 8) and sample.token_mask.shape == (1, 4)
+    assert [t.shape[0] for t in sample.kwargs["position_embeddings"]] == [1, 1]
+    assert sample.kwargs["mask"].shape == (1, 1, 4, 4) and sample.kwargs["flag"] is True
+    assert _first_sample(BlockBatch(torch.zeros(1, 4, 8), {}, None)) is None
 
 
 def test_other_mlp_wiring_with_act_fn_runs_its_own_forward():

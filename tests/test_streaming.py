@@ -54,6 +54,8 @@ def test_streamed_equals_whole_model(sharded_model_dir, calibration_text_file, t
             log=lambda *_: None,
         )
     assert reports["streamed"]["streamed"] and not reports["whole"]["streamed"]
+    # Block reads and writes are a stage of their own, as the whole model's load and save are.
+    assert reports["streamed"]["timings"]["block_io_s"] > 0 and "block_io_s" not in reports["whole"]["timings"]
     streamed, whole = _weights(tmp_path / "streamed"), _weights(tmp_path / "whole")
     tied_or_absent = set(whole) - set(streamed)
     assert not set(streamed) - set(whole) and not tied_or_absent

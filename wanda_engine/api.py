@@ -428,6 +428,8 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     if loaded.streamed:
         return_freed_memory()  # before the head (evaluation) and the rest of the model (saving) are read
     timings["prune_s"] = outcome.prune_s
+    if loaded.streamed:
+        timings["block_io_s"] = outcome.block_io_s
     log(f"pruned {outcome.total_params:,} weights in {len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
 
     if loaded.streamed:

@@ -56,8 +56,8 @@ _CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 2e
 # Block structures (by module classes, the MLP's activation included) whose split was already checked
 # against their own forward, mapped to whether the in-place MLP intermediate equals the MLP's own.
 # Whether the split is valid is a property of the block's code, which every block of a model shares,
-# so it is checked on the first batch of the first block of each structure only: checking every block
-# would cost two extra forwards of a batch per block, +50% for a 4-batch calibration set.
+# so it is checked on the first sample of the first block of each structure only: checking every block
+# would cost two extra forwards per block.
 _VERIFIED_STRUCTURES: dict[tuple[type, ...], bool] = {}
 
 
@@ -91,6 +91,24 @@ def _add_residual(batch: BlockBatch, update: torch.Tensor) -> torch.Tensor:
     result = _to_compute(batch.hidden, update.device) + update
     store_output(batch, result)
     return result
+
+
+def _first_sample(batch: BlockBatch) -> BlockBatch | None:
+    """The batch cut to its first sample: hidden states, token mask, and every kwarg tensor (or tuple
+    of tensors) whose first dimension is the batch's. None for a one-sample batch."""
+    size = batch.hidden.shape[0]
+    if size <= 1:
+        return None
+
+    def cut(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+            return value[:1]
+        if isinstance(value, tuple):
+            return tuple(cut(item) for item in value)
+        return value
+
+    token_mask = None if batch.token_mask is None else batch.token_mask[:1]
+    return BlockBatch(batch.hidden[:1], {key: cut(value) for key, value in batch.kwargs.items()}, token_mask)
 
 
 class _SplitBlock:
@@ -174,12 +192,24 @@ class _SplitBlock:
 
     @torch.no_grad()
     def verify(self, batch: BlockBatch) -> None:
-        """Refuse the block unless the split reproduces `call_block` on `batch` and q/k/v and gate/up
-        read exactly the norm outputs their statistics are taken from; then allow the in-place MLP
-        intermediate if it equals the MLP's own bit for bit (on one sample: the choice is the code's)."""
+        """Refuse the block unless the split reproduces `call_block` and q/k/v and gate/up read exactly
+        the norm outputs their statistics are taken from; then allow the in-place MLP intermediate if
+        it equals the MLP's own bit for bit. Checked on the batch's first sample (the wiring is the
+        code's, not the data's), and on the whole batch before refusing, in case cutting the kwargs
+        to one sample is what failed."""
         if self.structure in _VERIFIED_STRUCTURES:
             self.in_place_mlp = _VERIFIED_STRUCTURES[self.structure]
             return
+        sample = _first_sample(batch)
+        if sample is not None:
+            try:
+                self._verify_on(sample)
+                return
+            except Exception:  # noqa: BLE001 - the whole batch decides
+                pass
+        self._verify_on(batch)
+
+    def _verify_on(self, batch: BlockBatch) -> None:
         self.in_place_mlp = False  # the wiring is checked through the modules' own forwards
         expected = _to_compute(call_block(self.block, batch), self.device)
         got, statistic_inputs = self.dense_forward(batch)
