@@ -54,7 +54,7 @@ How to read the tables:
 - **re-statement**: `benchmarks/reference_wanda.py`, the reference schedule written out as the reference
   runs it (batch 1, a hook per linear, full sort per row, a Python loop over N:M groups); it stands in for
   locuslab/wanda's speed and masks. `speed-up` = re-statement / side.
-- **prune s**: the prune stage only. Engine: `timings.prune_s` of its report.json; re-statement: its
+- **prune s**: the prune stage only. Engine: `timings.prune_s` of its report.json (since bfc5e9d without `block_io_s`, a streamed run's block reads and writes); re-statement: its
   `reference_prune` call (the block-0 capture inside it is an embedding lookup); floor: its block loop.
   Loading, calibration sampling, evaluation and saving are not in it.
 - **identical mask entries**: over all pruned linears, the fraction of entries whose pruned / kept state is
