@@ -23,7 +23,7 @@ models) plus one batch's MLP input and up_proj output.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -44,8 +44,8 @@ _ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 _MLP_INPUTS = ("mlp.gate_proj", "mlp.up_proj")
 # Activation modules (exact types) whose forward is F.silu, so the activation may run in place; the
 # result is still compared with the MLP's own forward once per structure (verify).
-_SILU_TYPES: tuple[type, ...] = (nn.SiLU,) + tuple(
-    t for t in (getattr(transformers.activations, "SiLUActivation", None),) if isinstance(t, type)
+_SILU_TYPES: tuple[type, ...] = tuple(
+    t for t in (nn.SiLU, getattr(transformers.activations, "SiLUActivation", None)) if t is not None
 )
 _LINEARS = {*_ATTENTION_INPUTS, "self_attn.o_proj", *_MLP_INPUTS, "mlp.down_proj"}
 
@@ -130,7 +130,7 @@ class _SplitBlock:
             type(block), type(getattr(block.mlp, "act_fn", None)),
         )
         # Set by verify: form the MLP intermediate in place (only once shown equal to the MLP's own).
-        self.in_place_mlp = _VERIFIED_STRUCTURES.get(self.structure, False)
+        self.in_place_mlp = False
 
     def attention_input(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.block.input_layernorm(hidden)
@@ -267,7 +267,7 @@ class SequentialSchedule:
             # a round trip over the bus: keep it only where it was computed.
             return x if batch.hidden.device == x.device else None
 
-        def take(index: int, recompute_from_hidden=None) -> torch.Tensor:
+        def take(index: int, recompute_from_hidden: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
             x, held[index] = held[index], None
             if x is None:
                 return recompute_from_hidden(_to_compute(batches[index].hidden, device))
