@@ -8,7 +8,7 @@ message):
     wanda_mask(weight, sq_norms, sparsity=0.5, *, n=None, m=None, backend="auto") -> bool mask
     wanda_prune_(weight, sq_norms, sparsity=0.5, *, n=None, m=None, backend="auto") -> bool mask
     RunningSqNorms(in_features, device)                         the reference's running-mean statistic
-    update_running_sq_norms(stat, x, token_mask=None, backend="auto") -> stat
+    update_running_sq_norms(stat, x, token_mask=None, backend="auto", *, per_sample=True) -> stat
     linear_with_running_sq_norms(x, weight, bias, stat, token_mask=None, backend="auto") -> y
 
 backend: "auto" = Triton for CUDA tensors when triton imports, torch otherwise; "triton" forces
@@ -184,18 +184,25 @@ def update_running_sq_norms(
     x: torch.Tensor,
     token_mask: Optional[torch.Tensor] = None,
     backend: str = "auto",
+    *,
+    per_sample: bool = True,
 ) -> RunningSqNorms:
     """Fold the samples of x ([samples, tokens, in]; 2-D = one sample) into the reference's running
-    mean of per-sample ||x_j||² (see kernels/running_stat.py), padding tokens excluded."""
+    mean of per-sample ||x_j||² (see kernels/running_stat.py), padding tokens excluded.
+
+    per_sample (torch backend only): True folds the samples one at a time with the reference's
+    norm, bit-identical to a batch-1 run; False folds the batch's sum of squares once, as the Triton
+    backend always does (the same statistic up to rounding, and several times faster on CPU)."""
     _check_x(x)
     _check_running_stat(stat, x)
     check_token_mask(token_mask, tuple(x.shape[:-1]))
     check_same_device(x=x, sq_norms=stat.mean_sq, token_mask=token_mask)
-    if resolve_backend(backend, x, stat.mean_sq) == "torch":
+    be = resolve_backend(backend, x, stat.mean_sq)
+    if be == "torch" and per_sample:
         update_running_sq_norms_torch(stat, x, token_mask)
     else:
         batch_sum = torch.zeros_like(stat.mean_sq)
-        _ops.accumulate_sq_norms_op(x, batch_sum, token_mask, "triton")
+        _ops.accumulate_sq_norms_op(x, batch_sum, token_mask, be)
         stat.fold(batch_sum, num_samples(x))
     return stat
 

@@ -15,7 +15,7 @@ from .act_norms import (
     linear_with_sq_norms_torch,
     linear_with_sq_norms_triton,
 )
-from .wanda_mask import wanda_mask_torch, wanda_mask_triton
+from .wanda_mask import wanda_mask_torch, wanda_mask_triton, zero_pruned_
 
 NAMESPACE = "wanda_kernels"
 
@@ -82,7 +82,7 @@ def wanda_prune_op(
         return mask
     # Torch path: the mask is complete (and validated) before the weight is touched.
     mask = wanda_mask_torch(weight, sq_norms, k_or_n, m)
-    weight.masked_fill_(mask, 0)
+    zero_pruned_(weight, mask)
     return mask
 
 

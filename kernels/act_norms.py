@@ -37,9 +37,9 @@ def accumulate_sq_norms_torch(
     if token_mask is not None:
         x2 = x2[token_mask.reshape(-1)]  # drop padding tokens before squaring
     if x2.shape[0] > 0:
-        xf = x2.float()
-        # Sum of squares as a batched dot (x_j . x_j) keeps the fp32 reduction inside one kernel.
-        sq_norms.add_(torch.einsum("tj,tj->j", xf, xf))
+        # square().sum(0) is a vectorised, multithreaded cascade sum: on CPU 6-40x faster than the
+        # equivalent einsum("tj,tj->j") (a batched dot) and no less accurate.
+        sq_norms.add_(x2.float().square().sum(dim=0))
     return sq_norms
 
 

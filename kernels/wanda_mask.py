@@ -31,6 +31,22 @@ def wanda_score(weight: torch.Tensor, sq_norms: Optional[torch.Tensor]) -> torch
     return score.mul_(torch.sqrt(sq_norms.float()).unsqueeze(0))
 
 
+# Same-width integer dtypes: zeroing a float by AND-ing its bits with 0 gives exactly +0.0.
+_BITS_DTYPE = {8: torch.int64, 4: torch.int32, 2: torch.int16}
+
+
+def zero_pruned_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """weight[mask] = +0.0 in place, bit-identical to `weight.masked_fill_(mask, 0)`: an AND of the
+    weight's bits with a keep mask, several times faster on CPU than masked_fill_ (single-threaded
+    there), which made the fill a quarter of the torch backend's pruning time."""
+    bits_dtype = _BITS_DTYPE.get(weight.element_size())
+    if bits_dtype is None or not weight.is_floating_point():
+        return weight.masked_fill_(mask, 0)
+    keep_bits = mask.to(bits_dtype).sub_(1)  # pruned → 0, kept → all bits set
+    weight.view(bits_dtype).bitwise_and_(keep_bits)
+    return weight
+
+
 def wanda_mask_reference(
     weight: torch.Tensor,
     sq_norms: Optional[torch.Tensor],
@@ -79,9 +95,10 @@ def _select_k_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
     else:
         t = torch.topk(score, cols - k + 1, dim=1, largest=True, sorted=False).values.amin(dim=1, keepdim=True)
     mask = score < t
-    need = k - mask.sum(dim=1, keepdim=True)
+    # int32 counts: a bool sum to the default int64 converts the whole mask first (slow on CPU).
+    need = k - mask.sum(dim=1, keepdim=True, dtype=torch.int32)
     eq = score == t
-    n_eq = eq.sum(dim=1, keepdim=True)
+    n_eq = eq.sum(dim=1, keepdim=True, dtype=torch.int32)
     tied = (n_eq > need).squeeze(1)
     # Rows where every entry equal to t is pruned need no ranking (the common case for continuous
     # scores: t occurs once). Only rows with surplus ties pay for the cumsum.
@@ -94,11 +111,31 @@ def _select_k_smallest(score: torch.Tensor, k: int) -> torch.Tensor:
     return mask
 
 
+# Largest group size for which counting ranks (m elementwise passes) beats a size-m sort per group
+# (CPU, [1536, 576]: 2:4 3.5 vs 6.5 ms, 4:8 5.8 vs 6.4 ms, 8:16 9.5 vs 8.9 ms).
+_RANK_COUNT_MAX_M = 8
+
+
+def _rank_in_group(grouped: torch.Tensor) -> torch.Tensor:
+    """int8 [..., m]: each entry's 0-based position in its group's stable ascending order, i.e. the
+    number of smaller entries plus the equal ones at lower columns."""
+    m = grouped.shape[-1]
+    rank = torch.zeros(grouped.shape, dtype=torch.int8, device=grouped.device)
+    for j in range(m):
+        column = grouped[..., j : j + 1]
+        rank += column < grouped
+        if j + 1 < m:
+            rank[..., j + 1 :] += column == grouped[..., j + 1 :]
+    return rank
+
+
 def _nm_mask_torch(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
     rows, cols = score.shape
     if n == 0:
         return torch.zeros((rows, cols), dtype=torch.bool, device=score.device)
     grouped = score.view(rows, cols // m, m)
+    if m <= _RANK_COUNT_MAX_M:
+        return (_rank_in_group(grouped) < n).view(rows, cols)
     idx = torch.sort(grouped, dim=-1, stable=True)[1][..., :n]  # sort of size m only
     mask = torch.zeros_like(grouped, dtype=torch.bool)
     mask.scatter_(-1, idx, True)
@@ -361,7 +398,7 @@ def wanda_mask_triton(
     if m == 0 and cols > TRITON_MAX_ROW:
         mask = wanda_mask_torch(weight, s, k_or_n, 0, row_chunk=max(1, (1 << 26) // cols))
         if write_weight:
-            weight.masked_fill_(mask, 0)
+            zero_pruned_(weight, mask)
         return mask
     if k_or_n <= 0:  # nothing to prune (k == 0, or n == 0 for N:M): no launch
         # Still scan for non-finite values so the contract "never a silent mask" holds.

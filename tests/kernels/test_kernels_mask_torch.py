@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels import wanda_mask, wanda_mask_reference, wanda_prune_, wanda_score
-from kernels.wanda_mask import wanda_mask_torch
+from kernels.wanda_mask import wanda_mask_torch, zero_pruned_
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -65,7 +65,7 @@ def test_unstructured_matches_oracle(dtype, shape, device):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("nm", [(2, 4), (4, 8), (1, 4), (0, 4), (3, 4)])
+@pytest.mark.parametrize("nm", [(2, 4), (4, 8), (1, 4), (0, 4), (3, 4), (3, 8), (8, 16)])  # m <= 8 counts ranks, m = 16 sorts
 def test_nm_matches_oracle(dtype, nm, device):
     n, m = nm
     gen = torch.Generator().manual_seed(2)
@@ -111,6 +111,21 @@ def test_prune_zeroes_exactly_the_mask(nm, device):
     assert torch.equal(mask, wanda_mask_reference(before, s, 0.5, **kw))
     assert (w[mask] == 0).all()
     assert torch.equal(w[~mask], before[~mask])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_zero_pruned_is_bitwise_masked_fill(dtype, transposed, device):
+    # The pruned entries must be +0.0 (not -0.0 as a multiply by 0 gives), kept ones untouched bits.
+    gen = torch.Generator().manual_seed(6)
+    w = (torch.randn(24, 40, generator=gen) * 3).to(dtype).to(device)
+    w = w.t() if transposed else w
+    mask = (torch.rand(tuple(w.shape), generator=gen) < 0.5).to(device)
+    expected = w.clone().masked_fill_(mask, 0)
+    got = zero_pruned_(w, mask)
+    assert got is w
+    bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[w.element_size()]
+    assert torch.equal(w.view(bits), expected.view(bits))
 
 
 # ----------------------------------------------------------------------------- errors / validation

@@ -3,6 +3,7 @@
 Torch path: bit-identical to the reference's update applied one batch-1 sample at a time (that is
 what keeps batched masks identical to a batch-1 run). Triton path: the batch sum from the kernel,
 folded once per batch; relative error <= 1e-5 against the torch path (fp32 sums, another order).
+The torch path with per_sample=False folds the batch sum too, with the same tolerance.
 """
 
 import pytest
@@ -18,6 +19,12 @@ from kernels import (
 )
 
 BACKENDS = ["torch", pytest.param("triton", marks=SKIP_NO_TRITON)]
+# (backend, per_sample): every way the statistic can be folded.
+FOLDS = [
+    pytest.param(("torch", True), id="torch-per-sample"),
+    pytest.param(("torch", False), id="torch-batch-sum"),
+    pytest.param(("triton", True), id="triton", marks=SKIP_NO_TRITON),
+]
 
 
 def _reference_running_mean(samples: list[torch.Tensor]) -> torch.Tensor:
@@ -47,23 +54,26 @@ def test_torch_path_bit_identical_to_batch1_reference(dtype):
     assert torch.equal(stat.mean_sq, _reference_running_mean(singles))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_mean_times_samples_is_the_sum_of_squares(backend):
+@pytest.mark.parametrize("fold", FOLDS)
+def test_mean_times_samples_is_the_sum_of_squares(fold):
+    backend, per_sample = fold
     x = _x((4, 29, 40), 3)
-    stat = update_running_sq_norms(RunningSqNorms(40, DEVICE), x, backend=backend)
+    stat = update_running_sq_norms(RunningSqNorms(40, DEVICE), x, backend=backend, per_sample=per_sample)
+    assert stat.samples == 4
     expected = sq_norms_reference(x) / 4
     assert float(((stat.mean_sq.double() - expected).abs() / expected).max()) <= 1e-5
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_padding_tokens_excluded(backend):
+@pytest.mark.parametrize("fold", FOLDS)
+def test_padding_tokens_excluded(fold):
+    backend, per_sample = fold
     x = _x((3, 20, 24), 4)
     token_mask = torch.ones(3, 20, dtype=torch.bool, device=DEVICE)
     token_mask[1, 12:] = False
     token_mask[2, 5:] = False
     padded = x.clone()
     padded[~token_mask] = 1e3  # garbage in the padding must not count
-    stat = update_running_sq_norms(RunningSqNorms(24, DEVICE), padded, token_mask, backend=backend)
+    stat = update_running_sq_norms(RunningSqNorms(24, DEVICE), padded, token_mask, backend=backend, per_sample=per_sample)
     expected = _reference_running_mean([x[0:1], x[1:2, :12], x[2:3, :5]])
     torch.testing.assert_close(stat.mean_sq, expected, rtol=1e-5, atol=0)
 
@@ -76,6 +86,16 @@ def test_linear_returns_f_linear_and_updates(backend):
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(stat.mean_sq, _reference_running_mean([x[0:1], x[1:2]]), rtol=1e-5, atol=0)
     assert stat.samples == 2
+
+
+def test_batch_sum_fold_tracks_per_sample_fold_over_batches():
+    batches = [_x((3, 37, 50), 10), _x((5, 37, 50), 11), _x((2, 37, 50), 12)]
+    per_sample, batch_sum = RunningSqNorms(50, DEVICE), RunningSqNorms(50, DEVICE)
+    for x in batches:
+        update_running_sq_norms(per_sample, x, backend="torch")
+        update_running_sq_norms(batch_sum, x, backend="torch", per_sample=False)
+    assert batch_sum.samples == per_sample.samples == 10
+    torch.testing.assert_close(batch_sum.mean_sq, per_sample.mean_sq, rtol=1e-5, atol=0)
 
 
 def test_two_dim_input_is_one_sample():

@@ -244,9 +244,15 @@ class SequentialSchedule:
         masks: dict[str, torch.Tensor] = {}
 
         def new_statistic(name: str) -> kernels.RunningSqNorms:
-            # The same statistic as StatisticsPass (the reference's running mean), so that q/k/v, whose
-            # inputs are the reference's, get the reference's masks.
+            # The same statistic as StatisticsPass (the reference's running mean).
             return kernels.RunningSqNorms(linears[name].in_features, device)
+
+        # q/k/v read the block input, as in the reference schedule, so their statistic is folded per
+        # sample as StatisticsPass folds it (block 0's q/k/v masks are the reference's). The other
+        # linears' inputs already differ from the reference's, so their statistic is folded once per
+        # batch: on CPU the per-sample norms cost more than the rest of the statistics put together.
+        def accumulate(statistic: kernels.RunningSqNorms, x: torch.Tensor, batch: BlockBatch) -> None:
+            kernels.update_running_sq_norms(statistic, x, batch.token_mask, per_sample=False)
 
         def prune_group(names: tuple[str, ...], statistic: kernels.RunningSqNorms) -> None:
             for name in names:
@@ -285,7 +291,7 @@ class SequentialSchedule:
         with _bypassed(split.attention, "o_proj"):
             for index, batch in enumerate(batches):
                 mix = split.attention_mix(take(index, split.attention_input), batch)
-                kernels.update_running_sq_norms(o_statistic, mix, batch.token_mask)
+                accumulate(o_statistic, mix, batch)
                 held[index] = keep(mix, batch)
         prune_group(("self_attn.o_proj",), o_statistic)
 
@@ -294,14 +300,14 @@ class SequentialSchedule:
             # The block input is no longer needed: the post-attention residual takes its place.
             residual = _add_residual(batch, linears["self_attn.o_proj"](take(index)))
             mlp_input = split.mlp_input(residual)
-            kernels.update_running_sq_norms(mlp_statistic, mlp_input, batch.token_mask)
+            accumulate(mlp_statistic, mlp_input, batch)
             held[index] = keep_norm_output(mlp_input, batch)
         prune_group(_MLP_INPUTS, mlp_statistic)
 
         down_statistic = new_statistic("mlp.down_proj")
         for index, batch in enumerate(batches):
             intermediate = split.mlp_intermediate(take(index, split.mlp_input))
-            kernels.update_running_sq_norms(down_statistic, intermediate, batch.token_mask)
+            accumulate(down_statistic, intermediate, batch)
             held[index] = keep(intermediate, batch)
         prune_group(("mlp.down_proj",), down_statistic)
 
