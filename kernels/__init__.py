@@ -90,7 +90,7 @@ def accumulate_sq_norms(
     check_token_mask(token_mask, tuple(x.shape[:-1]))
     check_same_device(x=x, sq_norms=sq_norms, token_mask=token_mask)
     be = resolve_backend(backend, x, sq_norms)
-    _ops.accumulate_sq_norms_op(x, sq_norms, token_mask, be)
+    _ops.accumulate_sq_norms(x, sq_norms, token_mask, be)
     return sq_norms
 
 
@@ -130,7 +130,7 @@ def linear_with_sq_norms(
     be = resolve_backend(backend, x, weight)
     if be == "torch" and sq_norms is None:
         return F.linear(x, weight, bias)
-    return _ops.linear_with_sq_norms_op(x, weight, bias, sq_norms, token_mask, be)
+    return _ops.linear_with_sq_norms(x, weight, bias, sq_norms, token_mask, be)
 
 
 def wanda_mask(
@@ -151,7 +151,7 @@ def wanda_mask(
     """
     mode, a, b = check_mask_args(weight, sq_norms, sparsity, n, m)
     be = resolve_backend(backend, weight, sq_norms)
-    return _ops.wanda_mask_op(weight, sq_norms, a, b if mode == "nm" else 0, be)
+    return _ops.wanda_mask(weight, sq_norms, a, b if mode == "nm" else 0, be)
 
 
 def wanda_prune_(
@@ -170,7 +170,7 @@ def wanda_prune_(
     """
     mode, a, b = check_mask_args(weight, sq_norms, sparsity, n, m)
     be = resolve_backend(backend, weight, sq_norms)
-    return _ops.wanda_prune_op(weight, sq_norms, a, b if mode == "nm" else 0, be)
+    return _ops.wanda_prune_(weight, sq_norms, a, b if mode == "nm" else 0, be)
 
 
 def _check_running_stat(stat: RunningSqNorms, x: torch.Tensor) -> None:
@@ -202,7 +202,7 @@ def update_running_sq_norms(
         update_running_sq_norms_torch(stat, x, token_mask)
     else:
         batch_sum = torch.zeros_like(stat.mean_sq)
-        _ops.accumulate_sq_norms_op(x, batch_sum, token_mask, be)
+        _ops.accumulate_sq_norms(x, batch_sum, token_mask, be)
         stat.fold(batch_sum, num_samples(x))
     return stat
 

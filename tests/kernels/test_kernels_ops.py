@@ -52,6 +52,31 @@ def test_compile_fullgraph(backend):
     torch.testing.assert_close(s_comp, s_eager)
 
 
+def test_eager_calls_skip_the_custom_op_wrapper():
+    """Eager calls run the implementation directly (the op wrapper costs time and memory and adds
+    nothing outside torch.compile); the result is the op's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Namespaces(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.add(func.namespace)
+            return func(*args, **(kwargs or {}))
+
+    w, s, x, tm = _args()
+    expected = _ops.wanda_prune_op(w.clone(), s, 16, 0, "torch")
+    with Namespaces() as mode:
+        got = kernels.wanda_prune_(w.clone(), s, 0.5, backend="torch")
+        kernels.accumulate_sq_norms(x, torch.zeros(32, device=DEVICE), tm, backend="torch")
+        kernels.linear_with_sq_norms(x, w, sq_norms=torch.zeros(32, device=DEVICE), backend="torch")
+        kernels.wanda_mask(w, s, n=2, m=4, backend="torch")
+    assert "aten" in mode.seen and _ops.NAMESPACE not in mode.seen
+    assert torch.equal(got, expected)
+
+
 def test_resolve_backend():
     cpu = torch.zeros(1)
     assert resolve_backend("torch", cpu) == "torch"
