@@ -37,8 +37,8 @@ _BITS_DTYPE = {8: torch.int64, 4: torch.int32, 2: torch.int16}
 
 def zero_pruned_(weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """weight[mask] = +0.0 in place, bit-identical to `weight.masked_fill_(mask, 0)`: an AND of the
-    weight's bits with a keep mask, several times faster on CPU than masked_fill_ (single-threaded
-    there), which made the fill a quarter of the torch backend's pruning time."""
+    weight's bits with a keep mask. On CPU that is about 10x faster than masked_fill_ (the seven
+    linears of a SmolLM2 block: 0.6 ms against 6.3 ms, out of 27 ms for their masks)."""
     bits_dtype = _BITS_DTYPE.get(weight.element_size())
     if bits_dtype is None or not weight.is_floating_point():
         return weight.masked_fill_(mask, 0)
