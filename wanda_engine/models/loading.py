@@ -67,10 +67,22 @@ def _torch_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
+_GGUF_KEY_BYTES = 4 << 20  # hashed from each end of the file
+
+
 def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_root / "converted" / f"{gguf.stem}-{key}"
+    """The conversion's cache directory, keyed by the file's content: its size and the SHA-256 of its
+    first and last 4 MiB (the header with the model's metadata and tensor table, and the last
+    tensors' data). Not by path or mtime, so that every virtual environment that installs the same
+    wheel shares one 517 MB conversion of SmolLM2 instead of converting again; and not by a hash of
+    the whole file, which would take seconds for a 40 GB GGUF on every run."""
+    size = gguf.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with gguf.open("rb") as handle:
+        digest.update(handle.read(_GGUF_KEY_BYTES))
+        handle.seek(max(0, size - _GGUF_KEY_BYTES))
+        digest.update(handle.read(_GGUF_KEY_BYTES))
+    return cache_root / "converted" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
 
 
 def convert_gguf(gguf: Path, target: Path) -> None:

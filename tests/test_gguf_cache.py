@@ -1,0 +1,38 @@
+"""The GGUF conversion cache is keyed by the file's content, not its path or mtime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from wanda_engine.models.loading import _GGUF_KEY_BYTES, _gguf_cache_dir
+
+
+def _write(path, payload: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def test_same_content_elsewhere_shares_the_cache_dir(tmp_path):
+    payload = os.urandom(3 * _GGUF_KEY_BYTES)
+    first = _write(tmp_path / "venv1" / "model.gguf", payload)
+    second = tmp_path / "venv2" / "model.gguf"
+    second.parent.mkdir()
+    shutil.copyfile(first, second)
+    os.utime(second, (1, 1))  # another install time
+    assert _gguf_cache_dir(first, tmp_path / "cache") == _gguf_cache_dir(second, tmp_path / "cache")
+
+
+def test_other_content_or_size_gets_another_cache_dir(tmp_path):
+    payload = bytearray(os.urandom(3 * _GGUF_KEY_BYTES))
+    base = _gguf_cache_dir(_write(tmp_path / "a" / "model.gguf", bytes(payload)), tmp_path)
+    payload[0] ^= 1  # header
+    head = _gguf_cache_dir(_write(tmp_path / "b" / "model.gguf", bytes(payload)), tmp_path)
+    payload[0] ^= 1
+    payload[-1] ^= 1  # last tensor data
+    tail = _gguf_cache_dir(_write(tmp_path / "c" / "model.gguf", bytes(payload)), tmp_path)
+    longer = _gguf_cache_dir(_write(tmp_path / "d" / "model.gguf", bytes(payload) + b"\0"), tmp_path)
+    small = _gguf_cache_dir(_write(tmp_path / "e" / "model.gguf", b"tiny"), tmp_path)  # shorter than the window
+    assert len({base, head, tail, longer, small}) == 5
+    assert base.name.startswith("model-")
