@@ -25,7 +25,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def peak_rss_mb() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: KiB on Linux, bytes on macOS
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+from wanda_engine.memory import peak_rss_mb  # noqa: E402 - light: no torch import
 
 
 def _log(message: str) -> None:

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+from wanda_engine.memory import maxrss_mb  # noqa: E402 - light: no torch import
 SECTIONS = ("e2e", "scaling", "kernels")
 DEFAULT_DATA_DIR = "../shared/data"  # relative to the repository root
 
@@ -190,8 +192,7 @@ def run_child(cmd: list[str], log: Path, timeout_s: float) -> Child:
             proc.returncode = -9
             raise
     proc.returncode = os.waitstatus_to_exitcode(status)
-    scale = 1 if sys.platform == "darwin" else 1024
-    return Child(proc.returncode, time.perf_counter() - started, usage.ru_maxrss * scale / 2**20, log, timed_out)
+    return Child(proc.returncode, time.perf_counter() - started, maxrss_mb(usage), log, timed_out)
 
 
 def load_1m() -> float | None:

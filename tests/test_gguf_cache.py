@@ -1,11 +1,15 @@
-"""The GGUF conversion cache is keyed by the file's content, not its path or mtime."""
+"""The GGUF conversion cache is keyed by the file's content, not its path or mtime; a conversion that
+fails (it runs in a child process) is a one-line error and caches nothing."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
-from wanda_engine.models.loading import _GGUF_KEY_BYTES, _gguf_cache_dir
+import pytest
+
+from wanda_engine.errors import UserError
+from wanda_engine.models.loading import _GGUF_KEY_BYTES, _gguf_cache_dir, load_model
 
 
 def _write(path, payload: bytes):
@@ -36,3 +40,14 @@ def test_other_content_or_size_gets_another_cache_dir(tmp_path):
     small = _gguf_cache_dir(_write(tmp_path / "e" / "model.gguf", b"tiny"), tmp_path)  # shorter than the window
     assert len({base, head, tail, longer, small}) == 5
     assert base.name.startswith("model-")
+
+
+def test_broken_gguf_is_a_one_line_error_and_caches_nothing(tmp_path):
+    broken = _write(tmp_path / "broken.gguf", b"GGUF\x03\x00\x00\x00truncated")
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError) as raised:
+        load_model(str(broken), cache_dir=cache, log=lambda _message: None)
+    message = str(raised.value)
+    assert "broken.gguf" in message and "conversion to safetensors failed" in message and "\n" not in message
+    converted = cache / "converted"
+    assert not converted.exists() or not any(converted.iterdir())

