@@ -10,6 +10,8 @@ message):
     RunningSqNorms(in_features, device)                         the reference's running-mean statistic
     update_running_sq_norms(stat, x, token_mask=None, backend="auto", *, per_sample=True) -> stat
     linear_with_running_sq_norms(x, weight, bias, stat, token_mask=None, backend="auto") -> y
+    wanda_score(weight, sq_norms) -> fp32 |W|·sqrt(s);  zero_pruned_(weight, mask)  (for methods
+    that choose their own mask, e.g. the Wanda variant; unvalidated helpers)
 
 backend: "auto" = Triton for CUDA tensors when triton imports, torch otherwise; "triton" forces
 Triton (CPU tensors need TRITON_INTERPRET=1 set before import); "torch" forces torch.
@@ -41,7 +43,7 @@ from .running_stat import (
     sample_sq_norms,
     update_running_sq_norms_torch,
 )
-from .wanda_mask import wanda_mask_reference, wanda_score
+from .wanda_mask import wanda_mask_reference, wanda_score, zero_pruned_
 
 __all__ = [
     "accumulate_sq_norms",
@@ -54,6 +56,7 @@ __all__ = [
     "wanda_prune_",
     "wanda_mask_reference",
     "wanda_score",
+    "zero_pruned_",
     "sq_norms_reference",
     "KernelInputError",
     "HAS_TRITON",

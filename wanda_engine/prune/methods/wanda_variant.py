@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+import kernels
+
 from ...errors import UserError
 from ..sparsity import SparsityTarget
 from . import METHODS
@@ -26,7 +28,7 @@ class WandaVariant:
     def prune_(self, weight: torch.Tensor, sq_norms: torch.Tensor | None, target: SparsityTarget) -> torch.Tensor:
         if target.structured:
             raise UserError("--use_variant works with unstructured sparsity only; drop --use_variant or use --sparsity_type unstructured")
-        score = weight.detach().abs().float() * torch.sqrt(sq_norms.float()).unsqueeze(0)
+        score = kernels.wanda_score(weight.detach(), sq_norms)
         sorted_score = torch.sort(score, dim=1, stable=True).values
         cumulative = torch.cumsum(sorted_score, dim=1)
         alpha, low, high = 0.4, 0.0, 0.8
@@ -39,5 +41,5 @@ class WandaVariant:
                 low, alpha = alpha, (alpha + high) / 2
             mask = _mask_for_alpha(score, sorted_score, cumulative, alpha)
             sparsity = mask.float().mean().item()
-        weight.data[mask] = 0
+        kernels.zero_pruned_(weight.data, mask)
         return mask
