@@ -4,12 +4,14 @@ fails (it runs in a child process) is a one-line error and caches nothing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 
 import pytest
 
 from wanda_engine.errors import UserError
-from wanda_engine.models.loading import _GGUF_KEY_BYTES, _gguf_cache_dir, load_model
+from wanda_engine.models.loading import _GGUF_KEY_BYTES, _child_failure, _gguf_cache_dir, load_model
 
 
 def _write(path, payload: bytes):
@@ -49,5 +51,27 @@ def test_broken_gguf_is_a_one_line_error_and_caches_nothing(tmp_path):
         load_model(str(broken), cache_dir=cache, log=lambda _message: None)
     message = str(raised.value)
     assert "broken.gguf" in message and "conversion to safetensors failed" in message and "\n" not in message
+    assert re.search(r"failed \([\w.]+: ", message)  # the child's own one-line error: exception type, message
     converted = cache / "converted"
     assert not converted.exists() or not any(converted.iterdir())
+
+
+def test_interrupted_conversion_stops_the_child_and_leaves_nothing(tmp_path, monkeypatch):
+    broken = _write(tmp_path / "model.gguf", b"GGUF\x03\x00\x00\x00truncated")
+    children = []
+
+    def interrupted(child, *args, **kwargs):  # Ctrl-C while the child runs
+        children.append(child)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_model(str(broken), cache_dir=tmp_path / "cache", log=lambda _message: None)
+    assert len(children) == 1 and children[0].returncode is not None  # stopped and reaped
+    assert list((tmp_path / "cache" / "converted").iterdir()) == []  # its temporary directory is gone
+
+
+def test_child_failure_names_the_cause():
+    assert _child_failure(1, "a warning\nerror: ValueError: bad header\nmore noise\n") == "ValueError: bad header"
+    assert "SIGKILL" in _child_failure(-9, "") and "memory" in _child_failure(-9, "")
+    assert _child_failure(3, "") == "the converter exited with code 3"

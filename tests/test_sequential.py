@@ -197,12 +197,13 @@ def test_hidden_states_advance_through_the_pruned_blocks():
 
 
 @pytest.mark.parametrize("activation", ["silu", "gelu_pytorch_tanh"])
-def test_mlp_intermediate_is_the_modules_bit_for_bit(activation):
-    """The in-place act(gate)·up (in place for SiLU, out of place for other activations) is what
-    LlamaMLP computes in front of down_proj, exactly."""
+@pytest.mark.parametrize("shape", [(3, 5), (2, 1300)], ids=["one-chunk", "three-chunks"])
+def test_mlp_intermediate_is_the_modules_bit_for_bit(activation, shape):
+    """The in-place act(gate)·up (in place for SiLU, out of place for other activations; up_proj in
+    chunks of 1024 tokens) is what LlamaMLP computes in front of down_proj, exactly."""
     block = decoder_blocks(tiny_llama("gqa"))[0]
     block.mlp.act_fn = ACT2FN[activation]
-    x = torch.randn(3, 5, block.hidden_size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(*shape, block.hidden_size, generator=torch.Generator().manual_seed(0))
     expected = block.mlp.act_fn(block.mlp.gate_proj(x)) * block.mlp.up_proj(x)
     assert torch.equal(_SplitBlock(block)._in_place_intermediate(x), expected)
 

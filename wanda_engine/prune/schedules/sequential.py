@@ -167,8 +167,9 @@ class _SplitBlock:
         else:
             gate = act(gate)
         # up_proj's output in row chunks: a whole one would be the schedule's memory peak's last
-        # addition (SmolLM2, batch 8 × 512: 25 MB against 6 MB per chunk). Rows of a GEMM do not
-        # depend on the other rows, and verify compares the result with the MLP's own forward.
+        # addition (SmolLM2, batch 8 × 512: 25 MB against 6 MB per chunk). Each output row is
+        # computed from its own input row; on CPU the chunks give the whole GEMM's rows bit for bit
+        # (tests/test_sequential.py), elsewhere a library may pick another kernel for fewer rows.
         rows_in, rows_out = mlp_input.reshape(-1, mlp_input.shape[-1]), gate.view(-1, gate.shape[-1])
         for start in range(0, rows_in.shape[0], _UP_PROJ_CHUNK_ROWS):
             rows = slice(start, start + _UP_PROJ_CHUNK_ROWS)
