@@ -2,7 +2,7 @@
 
 Transformers loads a GGUF file by dequantizing every tensor to float32 and flags the model as quantized
 (it then refuses `save_pretrained`), so the model is rebuilt plain around the same tensors and saved.
-That holds the whole model in float32 at once (SmolLM2: 1.24 GB peak RSS, against 856 MB for pruning
+That holds the whole model in float32 at once (SmolLM2: about 1.2 GB peak RSS, against 856 MB for pruning
 it); in a child process the memory goes back to the system before pruning starts.
 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
