@@ -29,12 +29,12 @@ import sys
 import time
 from pathlib import Path
 
+from wanda_engine.memory import peak_rss_mb  # light: no torch import
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-from wanda_engine.memory import peak_rss_mb  # noqa: E402 - light: no torch import
 
 
 def _log(message: str) -> None:

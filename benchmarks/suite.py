@@ -32,9 +32,9 @@ import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from wanda_engine.memory import maxrss_mb  # light: no torch import
 
-from wanda_engine.memory import maxrss_mb  # noqa: E402 - light: no torch import
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("e2e", "scaling", "kernels")
 DEFAULT_DATA_DIR = "../shared/data"  # relative to the repository root
 

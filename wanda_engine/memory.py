@@ -14,6 +14,6 @@ def maxrss_mb(usage: resource.struct_rusage) -> float:
     return usage.ru_maxrss * _RU_MAXRSS_UNIT / 2**20
 
 
-def peak_rss_mb(*, children: bool = False) -> float:
-    """This process's peak RSS; with children=True, the largest peak of its waited-for children."""
-    return maxrss_mb(resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF))
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far."""
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
