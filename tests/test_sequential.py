@@ -381,3 +381,15 @@ def test_hidden_states_in_host_memory_give_the_same_masks_and_outputs():
         assert torch.equal(mask, masks_on_host[name]), name
     for on_device, on_host in zip(hidden_on_device, hidden_on_host):
         assert torch.equal(on_device, on_host)
+
+
+def test_cli_notes_the_sequential_n_m_trade_off(tiny_model_dir, calibration_text_file, tmp_path, capsys):
+    argv = [
+        "prune", "--model", tiny_model_dir, "--calibration_dataset", calibration_text_file, "--eval", "none",
+        "--nsamples", "2", "--seqlen", "16", "--batch_size", "2", "--no_progress", "--sparsity_type", "2:4",
+        "--cache_dir", str(tmp_path / "cache"), "--schedule", "sequential",
+    ]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "docs/schedules.md" in capsys.readouterr().out
+    assert cli.main([*argv[:-1], "reference"]) == 0
+    assert "docs/schedules.md" not in capsys.readouterr().out
