@@ -200,6 +200,31 @@ def test_mixed_attention_model_refused_beyond_its_sliding_window(tmp_path, calib
         run_prune(PruneConfig(seqlen=32, prune_method="magnitude", **evaluated), log=lambda *_: None)
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "no_stream"])
+@pytest.mark.parametrize("setting, needle", [
+    (dict(seqlen=32), "16-token sliding window"),  # mixed attention beyond the window
+    (dict(seqlen=16, sparsity_type="3:7", sparsity_ratio=None), "not a multiple of 7"),  # N:M that does not fit
+])
+def test_model_refused_before_its_weights_are_read(setting, needle, stream, tmp_path, calibration_text_file, monkeypatch):
+    import transformers
+
+    from wanda_engine.models import streaming
+
+    model_dir = tmp_path / "qwen2"
+    _tiny_qwen2_with_sliding_layers(window=16).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+
+    def weights_read(*_args, **_kwargs):
+        raise AssertionError("weights were read before the model was refused")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", weights_read)
+    monkeypatch.setattr(streaming.StreamedBlocks, "load", weights_read)  # block reads; the skeleton is allowed
+    settings = dict(sparsity_ratio=0.5, nsamples=2, batch_size=2, eval="none", progress=False) | setting
+    with pytest.raises(UserError, match=needle):
+        run_prune(PruneConfig(model=str(model_dir), calibration_dataset=calibration_text_file, stream=stream, **settings),
+                  log=lambda *_: None)
+
+
 def test_models_whose_blocks_need_other_kwargs_refused():
     from transformers import Gemma3Config, Gemma3TextConfig, LlamaConfig
 

@@ -15,6 +15,7 @@ from .memory import peak_rss_mb
 from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
+from .models.loading import context_length
 from .models.blocks import blocks_prefix, linear_layers
 from .models.streaming import ShardWriter, StreamedBlocks, head_is_stored, load_head, non_block_tensors, return_freed_memory
 from .outputs import atomic_output_dir, check_output_dir, replace_dir
@@ -265,34 +266,41 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     timings: dict[str, float] = {}
 
     # --- load ---
+    # Resolved before loading, so that a bad --eval, and a model this run cannot handle (checked on
+    # its structure, before its weights are read), fail before the long stages.
+    eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
+    measure_importance = block_statistic is not None and cached_importance is None
+    batches_used = method.needs_statistics or measure_importance
+    defaults = EMBEDDED_DEFAULTS if embedded else {}
+
+    def seqlen_for(model_config) -> int:
+        return config.seqlen or defaults.get("seqlen", min(DEFAULT_SEQLEN_CAP, context_length(model_config)))
+
+    def check_model(structure: torch.nn.Module) -> None:
+        _check_pattern_fits(structure, target)
+        seqlen, context = seqlen_for(structure.config), context_length(structure.config)
+        if seqlen > context:
+            raise UserError(f"--seqlen {seqlen}: longer than the model's context ({context}); use --seqlen {context} or less")
+        if batches_used or (config.stream and eval_spec is not None):  # block-0 kwargs replayed in every block
+            _check_blocks_share_kwargs(structure.config, seqlen)
+
     stage = time.perf_counter()
     loaded = load_model(
         config.model, dtype=dtype, device=device, cache_dir=config.cache_dir,
-        trust_remote_code=config.trust_remote_code, stream=config.stream, log=log,
+        trust_remote_code=config.trust_remote_code, stream=config.stream, check=check_model, log=log,
     )
     timings["load_s"] = time.perf_counter() - stage
     model, tokenizer = loaded.model, loaded.tokenizer
     log(f"model: {loaded.name} ({loaded.why}; weights: {loaded.source}) on {device}, {dtype}")
-    _check_pattern_fits(model, target)
     if loaded.streamed:
         log(f"streaming: blocks read one at a time from {loaded.checkpoint.directory} (--no_stream loads the whole model)")
-    defaults = EMBEDDED_DEFAULTS if embedded else {}
     nsamples = config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES)
-    seqlen = config.seqlen or defaults.get("seqlen", min(DEFAULT_SEQLEN_CAP, loaded.context_length))
+    seqlen = seqlen_for(model.config)
     eval_limit = config.eval_limit or defaults.get("eval_limit")
     if embedded and not (config.nsamples and config.seqlen):
         log(f"embedded demo defaults: nsamples={nsamples} seqlen={seqlen} eval_limit={eval_limit} (flags override)")
-    if seqlen > loaded.context_length:
-        raise UserError(
-            f"--seqlen {seqlen}: longer than the model's context ({loaded.context_length}); use --seqlen {loaded.context_length} or less"
-        )
 
-    # --- evaluation text (resolved early so a bad --eval fails before the long stages) ---
-    eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
-    measure_importance = block_statistic is not None and cached_importance is None
-    batches_used = method.needs_statistics or measure_importance
-    if batches_used or (loaded.streamed and eval_spec is not None):  # block-0 kwargs replayed in every block
-        _check_blocks_share_kwargs(model.config, seqlen)
+    # --- evaluation text ---
     eval_ids = None
     if eval_spec is not None:
         text, eval_description = data.load_eval_text(eval_spec, data_dir=config.data_dir)

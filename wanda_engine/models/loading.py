@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -154,6 +155,11 @@ def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
     return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
 
 
+def context_length(config) -> int:
+    """The model's context (max_position_embeddings; 2048 where the config does not say)."""
+    return int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
+
+
 def load_model(
     spec: str | None,
     *,
@@ -162,6 +168,7 @@ def load_model(
     cache_dir: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
     stream: bool = False,
+    check: Callable[[PreTrainedModel], None] | None = None,
     log=print,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
@@ -169,6 +176,9 @@ def load_model(
     spec: None for the embedded SmolLM2, a `.gguf` file, a local model directory, or a hub id.
     stream: for a safetensors source, return a meta skeleton with only the embeddings loaded; the
     blocks are read from `LoadedModel.checkpoint` one at a time (see models/streaming.py).
+    check: called with the model's structure before its weights are read (the streamed skeleton, or
+    a meta-device copy without `stream`), so that a model the run cannot handle is refused before
+    minutes of loading; it raises UserError to refuse.
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
@@ -211,7 +221,12 @@ def load_model(
                 raise UserError(f"--model {spec!r}: no safetensors weights to stream from; pass --no_stream")
             checkpoint = SafetensorsCheckpoint(Path(path))
             model = load_skeleton(config, checkpoint, _torch_dtype(dtype), device, trust_remote_code)
+            if check is not None:
+                check(model)
         else:
+            if check is not None:
+                with torch.device("meta"):  # structure only: no memory, no weights read
+                    check(AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code))
             model = AutoModelForCausalLM.from_pretrained(
                 str(path),
                 dtype=_torch_dtype(dtype),
@@ -231,7 +246,7 @@ def load_model(
     model.config.use_cache = False
     if checkpoint is None:
         model.to(device)
-    context = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
+    context = context_length(config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(
