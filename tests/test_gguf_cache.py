@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
 
 from wanda_engine.errors import UserError
+from wanda_engine.models import gguf_convert
 from wanda_engine.models.loading import _GGUF_KEY_BYTES, _child_failure, _gguf_cache_dir, load_model
 
 
@@ -67,11 +69,20 @@ def test_interrupted_conversion_stops_the_child_and_leaves_nothing(tmp_path, mon
     monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_model(str(broken), cache_dir=tmp_path / "cache", log=lambda _message: None)
-    assert len(children) == 1 and children[0].returncode is not None  # stopped and reaped
+    assert len(children) == 1 and children[0].returncode == -signal.SIGTERM  # stopped (still importing) and reaped
     assert list((tmp_path / "cache" / "converted").iterdir()) == []  # its temporary directory is gone
 
 
 def test_child_failure_names_the_cause():
     assert _child_failure(1, "a warning\nerror: ValueError: bad header\nmore noise\n") == "ValueError: bad header"
     assert "SIGKILL" in _child_failure(-9, "") and "memory" in _child_failure(-9, "")
+    assert "signal 40" in _child_failure(-40, "")  # real-time signals have no name
     assert _child_failure(3, "") == "the converter exited with code 3"
+
+
+def test_converter_reports_a_failure_as_one_line(tmp_path, capsys):
+    broken = _write(tmp_path / "broken.gguf", b"GGUF\x03\x00\x00\x00truncated")
+    assert gguf_convert.main([str(broken), str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(gguf_convert.ERROR_PREFIX) and captured.out == ""

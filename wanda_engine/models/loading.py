@@ -124,8 +124,12 @@ def _convert_in_child(gguf: Path, target: Path) -> float:
         if child.returncode != 0:
             raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({_child_failure(child.returncode, stderr)}); "
                             "check that it is a complete LLaMA-family GGUF file")
-        if not target.exists():  # else another process converted it meanwhile
+        try:
             os.replace(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+            # another process finished the same conversion meanwhile: use it (tmp is removed below)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     peaks = [line[len(PEAK_PREFIX):] for line in stdout.splitlines() if line.startswith(PEAK_PREFIX)]
@@ -135,7 +139,10 @@ def _convert_in_child(gguf: Path, target: Path) -> float:
 def _child_failure(returncode: int, stderr: str) -> str:
     """The conversion child's own one-line error, or what killed it."""
     if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:  # e.g. a real-time signal, which has no name
+            name = f"signal {-returncode}"
         return f"the converter was killed by {name}" + (", likely out of memory" if name == "SIGKILL" else "")
     errors = [line[len(ERROR_PREFIX):] for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
     if errors:
@@ -153,6 +160,31 @@ def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
     child_peak_mb = _convert_in_child(gguf, target)
     log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
     return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
+
+
+def _cannot_load(spec: str | None, exc: Exception) -> UserError:
+    if isinstance(exc, UserError):
+        return exc
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(
+        f"--model {spec!r}: cannot load it ({first_line}); give a local directory, a .gguf file, "
+        "or a hub id reachable from this machine"
+    )
+
+
+def _check_structure(config, trust_remote_code: bool, check: Callable[[PreTrainedModel], None]) -> bool:
+    """Run `check` on the model built from `config` with its parameters on the meta device (no memory,
+    no weights; computed buffers stay real, as in load_skeleton, since some models' __init__ reads
+    them). False where the architecture cannot be built that way: it is then checked once loaded."""
+    from accelerate import init_empty_weights
+
+    try:
+        with init_empty_weights(include_buffers=False):
+            structure = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception:  # noqa: BLE001 - the loaded model is checked instead
+        return False
+    check(structure)
+    return True
 
 
 def context_length(config) -> int:
@@ -176,9 +208,9 @@ def load_model(
     spec: None for the embedded SmolLM2, a `.gguf` file, a local model directory, or a hub id.
     stream: for a safetensors source, return a meta skeleton with only the embeddings loaded; the
     blocks are read from `LoadedModel.checkpoint` one at a time (see models/streaming.py).
-    check: called with the model's structure before its weights are read (the streamed skeleton, or
-    a meta-device copy without `stream`), so that a model the run cannot handle is refused before
-    minutes of loading; it raises UserError to refuse.
+    check: called with the model's structure (parameters on the meta device) before any weight is
+    downloaded or read, so that a model the run cannot handle is refused before minutes of loading
+    (where an architecture cannot be built so, with the loaded model); it raises UserError to refuse.
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
@@ -208,12 +240,17 @@ def load_model(
             path, source, name, why = spec, f"hub id {spec}", spec, "--model"
             hub_kwargs = {"cache_dir": str(cache_root / "hub")}
     try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
+    except (OSError, ValueError) as exc:
+        raise _cannot_load(spec, exc) from None
+    # Checked on the structure before any weight is downloaded or read, where it can be built so.
+    checked = check is None or _check_structure(config, trust_remote_code, check)
+    try:
         if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
             from huggingface_hub import snapshot_download
 
             path = snapshot_download(spec, allow_patterns=_STREAMED_FILES, **hub_kwargs)
             hub_kwargs = {}
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
         checkpoint = None
         if stream:
@@ -221,12 +258,7 @@ def load_model(
                 raise UserError(f"--model {spec!r}: no safetensors weights to stream from; pass --no_stream")
             checkpoint = SafetensorsCheckpoint(Path(path))
             model = load_skeleton(config, checkpoint, _torch_dtype(dtype), device, trust_remote_code)
-            if check is not None:
-                check(model)
         else:
-            if check is not None:
-                with torch.device("meta"):  # structure only: no memory, no weights read
-                    check(AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code))
             model = AutoModelForCausalLM.from_pretrained(
                 str(path),
                 dtype=_torch_dtype(dtype),
@@ -235,13 +267,9 @@ def load_model(
                 **hub_kwargs,
             )
     except (OSError, ValueError) as exc:
-        if isinstance(exc, UserError):
-            raise
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"--model {spec!r}: cannot load it ({first_line}); give a local directory, a .gguf file, "
-            "or a hub id reachable from this machine"
-        ) from None
+        raise _cannot_load(spec, exc) from None
+    if not checked:
+        check(model)
     model.eval()
     model.config.use_cache = False
     if checkpoint is None:
