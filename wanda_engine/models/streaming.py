@@ -3,8 +3,8 @@ decoder block is materialised from the shards only while it is being worked on.
 
 - `SafetensorsCheckpoint` knows which shard holds which tensor and reads only the tensors asked for
   (safetensors `safe_open`; a file is open only while its tensors are read, so no shard stays mapped).
-- `load_skeleton` builds the model with every parameter on `meta` (buffers such as the rotary
-  frequencies are real: they are computed, not stored) and materialises the embeddings.
+- `empty_model` builds the model with every parameter on `meta` (buffers such as the rotary
+  frequencies are real: they are computed, not stored); `load_skeleton` materialises its embeddings.
 - `StreamedBlocks` is the `BlockStore` prune_blocks walks: `load(i)` reads block i, `release(i)` hands
   a pruned block to the `ShardWriter` and returns its memory.
 - `ShardWriter` writes the pruned model one shard per block as blocks finish (same tensor names as
@@ -121,13 +121,19 @@ def release(root: nn.Module, buffers: dict[str, torch.Tensor] | None = None) -> 
         _set_tensor(root, name, torch.empty(param.shape, dtype=param.dtype, device="meta"))
 
 
-def load_skeleton(config, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device: str, trust_remote_code: bool) -> nn.Module:
-    """The model with parameters on meta, except the input embeddings (needed to capture block inputs)."""
+def empty_model(config, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
+    """The model with every parameter on meta: no memory, no weights read. Computed buffers (rotary
+    frequencies) stay real: they are not stored, and some models' __init__ reads them."""
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    with init_empty_weights(include_buffers=False):  # computed buffers (rotary) stay real
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+    with init_empty_weights(include_buffers=False):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def load_skeleton(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device: str) -> nn.Module:
+    """`model` (from empty_model) made the streamed skeleton: its computed buffers moved to `device`
+    and its input embeddings read (needed to capture block inputs); every other parameter stays on meta."""
     model.eval()
     for module in model.modules():
         for name, buffer in list(module._buffers.items()):
