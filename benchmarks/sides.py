@@ -12,6 +12,13 @@ peak RSS is its own (the suite reads it back with os.wait4; each also reports ru
         perplexity of each model (a saved directory, or "embedded") with the engine's evaluator
     python -m benchmarks.sides random-model --out DIR --layers N [--hidden 1024 ...]
         a random-initialised LLaMA saved as several safetensors shards, with the tests' tiny tokenizer
+    python -m benchmarks.sides random-gguf --out FILE.gguf --layers N [--hidden 1024 ...]
+        the same shape of random LLaMA as a GGUF file (Q8_0 matrices, F16 v_proj, F32 norms), as llama.cpp
+        lays it out
+    python -m benchmarks.sides gguf-convert --out DIR --gguf FILE.gguf
+        the engine's GGUF → safetensors conversion (a block at a time) into DIR/model; DIR/result.json
+    python -m benchmarks.sides gguf-whole --out DIR --gguf FILE.gguf
+        transformers' own GGUF loading, whole model in float32 (what a conversion through it holds)
     python -m benchmarks.sides baseline --out DIR
         imports torch, transformers and the engine and stops: the peak RSS every side starts from
 
@@ -224,6 +231,110 @@ def random_model(args) -> int:
     return 0
 
 
+def write_random_gguf(
+    path: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
+    tied: bool = False, seed: int = 0,
+) -> dict:
+    """A random LLaMA as a GGUF file, tensor names and layout as llama.cpp writes them: Q8_0 matrices,
+    F16 v_proj (a float type beside the blocks), F32 norms; a sentencepiece-style vocabulary of made-up
+    tokens. Returns {"params", "bytes"}. Tensors are generated and quantized one at a time."""
+    import gguf
+    import numpy as np
+    from gguf import GGMLQuantizationType as Q
+
+    rng = np.random.default_rng(seed)
+    kv_width = kv_heads * (hidden // heads)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("random llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(2048)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(intermediate)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(vocab - 3)])
+    writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(vocab - 3)])
+    writer.add_token_types([2, 3, 3] + [1] * (vocab - 3))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    params = 0
+
+    def add(name: str, shape: tuple[int, ...], qtype=Q.Q8_0) -> None:
+        nonlocal params
+        values = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
+        params += values.size
+        if qtype == Q.F32:
+            writer.add_tensor(name, values)
+        elif qtype == Q.F16:
+            writer.add_tensor(name, values.astype(np.float16))
+        else:
+            writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+
+    add("token_embd.weight", (vocab, hidden))
+    for i in range(layers):
+        add(f"blk.{i}.attn_norm.weight", (hidden,), Q.F32)
+        add(f"blk.{i}.attn_q.weight", (hidden, hidden))
+        add(f"blk.{i}.attn_k.weight", (kv_width, hidden))
+        add(f"blk.{i}.attn_v.weight", (kv_width, hidden), Q.F16)
+        add(f"blk.{i}.attn_output.weight", (hidden, hidden))
+        add(f"blk.{i}.ffn_norm.weight", (hidden,), Q.F32)
+        add(f"blk.{i}.ffn_gate.weight", (intermediate, hidden))
+        add(f"blk.{i}.ffn_up.weight", (intermediate, hidden))
+        add(f"blk.{i}.ffn_down.weight", (hidden, intermediate))
+    add("output_norm.weight", (hidden,), Q.F32)
+    if not tied:
+        add("output.weight", (vocab, hidden))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return {"params": params, "bytes": Path(path).stat().st_size}
+
+
+def random_gguf(args) -> int:
+    facts = write_random_gguf(
+        Path(args.out), layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+        intermediate=args.intermediate, vocab=args.vocab, seed=args.seed,
+    )
+    _write_json(Path(args.out).with_suffix(".json"), {"layers": args.layers, **facts})
+    _log(f"random LLaMA GGUF, {args.layers} blocks, {facts['params'] / 1e6:.0f}M params, {facts['bytes'] / 2**20:.0f} MB")
+    return 0
+
+
+def gguf_convert(args) -> int:
+    from transformers.utils import logging as hf_logging
+
+    from wanda_engine.models.gguf_convert import convert_gguf
+
+    hf_logging.disable_progress_bar()
+    model_dir = Path(args.out) / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    convert_gguf(Path(args.gguf), model_dir)
+    seconds = time.perf_counter() - started
+    _write_json(Path(args.out) / "result.json", {"side": "gguf-convert", "seconds": seconds, "peak_rss_mb": peak_rss_mb()})
+    return 0
+
+
+def gguf_whole(args) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    gguf = Path(args.gguf)
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    seconds = time.perf_counter() - started
+    params = sum(p.numel() for p in model.parameters())
+    _write_json(Path(args.out) / "result.json",
+                {"side": "gguf-whole", "seconds": seconds, "params": params, "peak_rss_mb": peak_rss_mb()})
+    return 0
+
+
 def baseline(args) -> int:
     import torch  # noqa: F401
     import transformers  # noqa: F401
@@ -283,6 +394,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--shard_size", default="200MB")
     sub.add_argument("--seed", type=int, default=0)
     sub.set_defaults(run=random_model)
+
+    sub = commands.add_parser("random-gguf", help="random-initialised LLaMA as a GGUF file")
+    sub.add_argument("--out", required=True, help="the .gguf file to write")
+    sub.add_argument("--layers", type=int, default=8)
+    sub.add_argument("--hidden", type=int, default=1024)
+    sub.add_argument("--heads", type=int, default=16)
+    sub.add_argument("--kv_heads", type=int, default=4)
+    sub.add_argument("--intermediate", type=int, default=2816)
+    sub.add_argument("--vocab", type=int, default=32000)
+    sub.add_argument("--seed", type=int, default=0)
+    sub.set_defaults(run=random_gguf)
+
+    for name, run, help_text in (("gguf-convert", gguf_convert, "the engine's GGUF conversion, a block at a time"),
+                                 ("gguf-whole", gguf_whole, "transformers' GGUF loading, whole model")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--out", required=True)
+        sub.add_argument("--gguf", required=True)
+        sub.set_defaults(run=run)
 
     sub = commands.add_parser("baseline", help="imports only: the RSS every side starts from")
     sub.add_argument("--out", required=True)

@@ -9,7 +9,8 @@ own; the tables report ratios between sides measured in the same run):
            floor (one batched forward pass over all blocks); time, mask agreement, perplexity, peak RSS,
            and the goals of the issue as pass/fail
   scaling  random-initialised LLaMA models of 8 and 32 blocks (hidden 1024) in safetensors shards: time
-           and peak RSS against depth, engine streaming (default) and --no_stream when the flag exists
+           and peak RSS against depth, engine streaming (default) and --no_stream when the flag exists;
+           the same models as GGUF files: the engine's conversion against transformers' whole-model loading
   kernels  the CPU table of benchmarks/bench_kernels.py, and where GPU figures come from
 
 Progress goes to stderr. The output file is written atomically; its intro (between the intro markers) and,
@@ -649,6 +650,34 @@ class ScalingResult:
     has_no_stream: bool
     commands: list[str]
     measured: str
+    # depth → {side key: Side} for the GGUF conversions of the same model (empty: not measured)
+    conversions: dict = field(default_factory=dict)
+    gguf_facts: dict = field(default_factory=dict)  # depth → {"params", "bytes"}
+    conversion_commands: list[str] = field(default_factory=list)
+
+
+# The GGUF sides of the scaling section: the engine's conversion and transformers' whole-model loading.
+GGUF_SIDES = (("gguf_convert", "engine GGUF → safetensors conversion (a block at a time)", "gguf-convert"),
+              ("gguf_whole", "transformers `from_pretrained(gguf_file=...)` (whole model, fp32)", "gguf-whole"))
+
+
+def measure_gguf_conversions(settings: Settings, out: Path, depth: int) -> tuple[dict, dict, list[str]]:
+    """The model shape of the scaling section written as a GGUF file, then converted by each GGUF side."""
+    gguf = out / "model.gguf"
+    make_cmd = [sys.executable, "-m", "benchmarks.sides", "random-gguf", "--out", str(gguf), "--layers", str(depth),
+                *[f"--{k}={v}" for k, v in settings.model_shape.items()]]
+    progress(f"scaling: random LLaMA GGUF with {depth} blocks ...")
+    child = run_child(make_cmd, out / "make_gguf.log", settings.timeout_s)
+    if child.rc != 0:
+        raise RuntimeError(f"writing the {depth}-block GGUF failed: {child.error_line()}")
+    facts = json.loads(gguf.with_suffix(".json").read_text())
+    sides = {}
+    for key, label, subcommand in GGUF_SIDES:
+        sides[key] = run_side(settings, out / key, label, key, subcommand, ["--gguf", str(gguf)])
+        shutil.rmtree(out / key / "model", ignore_errors=True)
+    gguf.unlink()
+    commands = [f"    {_shown(make_cmd, settings.work_dir)}"] + [f"    # {s.label}\n    {s.command}" for s in sides.values()]
+    return sides, facts, commands
 
 
 def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
@@ -666,6 +695,8 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
     by_depth: dict[int, dict[str, Side]] = {}
     facts: dict[int, dict] = {}
     commands: list[str] = []
+    conversions: dict[int, dict[str, Side]] = {}
+    gguf_facts: dict[int, dict] = {}
     for depth in settings.depths:
         out = work / f"llama{depth}"
         model_dir = out / "model"
@@ -697,10 +728,12 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
             ]
         shutil.rmtree(model_dir, ignore_errors=True)
         by_depth[depth] = sides
+        conversions[depth], gguf_facts[depth], conversion_commands = measure_gguf_conversions(settings, out, depth)
     return ScalingResult(
         by_depth=by_depth, facts=facts, shape=dict(shape), shard_size=settings.shard_size,
         nsamples=settings.scaling_nsamples, seqlen=settings.scaling_seqlen, batch_size=settings.batch_size,
         has_no_stream=has_no_stream, commands=commands, measured=measured,
+        conversions=conversions, gguf_facts=gguf_facts, conversion_commands=conversion_commands,
     )
 
 
@@ -796,8 +829,46 @@ def render_scaling(result: ScalingResult, baseline_rss: float | None) -> str:
         f"Commands ({last} blocks; WORK = a temporary work folder):",
         "",
         "\n".join(result.commands),
+        *render_conversions(result),
     ]
     return "\n".join(parts)
+
+
+def render_conversions(result: ScalingResult) -> list[str]:
+    """The GGUF conversion table of the scaling section (nothing when it was not measured)."""
+    conversions, facts = result.conversions, result.gguf_facts
+    if not conversions:
+        return []
+    depths = sorted(conversions)
+    first, last = depths[0], depths[-1]
+    header = ["side"] + [f"{d} blocks: {what}" for d in depths for what in ("s", "peak RSS MB")] + [f"RSS growth {first}→{last}"]
+    rows = []
+    for key in conversions[first]:
+        row = [conversions[first][key].label]
+        for d in depths:
+            side = conversions[d][key]
+            row += [_fmt(side.info.get("seconds"), 1), _fmt(side.peak_rss_mb, 0)] if side.available else [side.note, ""]
+        a, b = (conversions[d][key].peak_rss_mb if conversions[d][key].available else None for d in (first, last))
+        row.append(f"{b - a:+.0f} MB ({b / a:.2f}×)" if a and b else "–")
+        rows.append(row)
+    return [
+        "",
+        "### GGUF sources: conversion against depth",
+        "",
+        "The same model shapes written as GGUF files (`benchmarks.sides random-gguf`: Q8_0 matrices, F16 v_proj, F32 "
+        "norms, llama.cpp's tensor names and layout), converted to float32 safetensors as a GGUF `--model` is on "
+        "first use (the engine runs the conversion in a child process), against what transformers' own GGUF loading "
+        "holds. Each side ran in its own process; the conversion writes its output, the whole-model load does not.",
+        "",
+        *[f"- {d} blocks: {facts[d]['params'] / 1e6:.0f}M parameters, GGUF file {facts[d]['bytes'] / 2**20:.0f} MB"
+          for d in depths],
+        "",
+        md_table(header, rows, ["---"] + ["---:"] * (len(header) - 1)),
+        "",
+        f"Commands ({last} blocks):",
+        "",
+        "\n".join(result.conversion_commands),
+    ]
 
 
 # ----------------------------------------------------------------------------- kernels

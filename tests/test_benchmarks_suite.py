@@ -135,6 +135,19 @@ def test_render_e2e_and_scaling_tables():
     assert "| engine_reference | 600 | 600 | +0 MB (1.00×) | +0.0 |" in text
     assert "| restatement | 860 | 1940 | +1080 MB (2.26×) | +45.0 |" in text
     assert "| engine_reference | 16.0 | 2.00× | 2.50× | 1.0 | 64.0 | 2.00× | 2.50× | 1.0 |" in text
+    assert "GGUF sources" not in text  # not measured: no table
+
+    def conversion(n):
+        convert, whole = _side("gguf_convert", 0.0, 420), _side("gguf_whole", 0.0, 400 + 40 * n)
+        convert.info, whole.info = {"seconds": 1.5 * n}, {"seconds": 1.0 * n}
+        return {"gguf_convert": convert, "gguf_whole": whole}
+
+    scaling.conversions = {8: conversion(8), 32: conversion(32)}
+    scaling.gguf_facts = {8: {"params": 1e8, "bytes": 110 * 2**20}, 32: {"params": 4e8, "bytes": 440 * 2**20}}
+    text = suite.render_scaling(scaling, baseline_rss=None)
+    assert "- 32 blocks: 400M parameters, GGUF file 440 MB" in text
+    assert "| gguf_convert | 12.0 | 420 | 48.0 | 420 | +0 MB (1.00×) |" in text
+    assert "| gguf_whole | 8.0 | 720 | 32.0 | 1680 | +960 MB (2.33×) |" in text
 
 
 def test_compose_keeps_intro_and_sections_written_atomically(tmp_path):

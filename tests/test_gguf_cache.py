@@ -1,5 +1,6 @@
-"""The GGUF conversion cache is keyed by the file's content, not its path or mtime; a conversion that
-fails (it runs in a child process) is a one-line error and caches nothing."""
+"""GGUF conversion: it streams a block at a time and gives what transformers' GGUF loading gives; its
+cache is keyed by the file's content, not its path or mtime; a conversion that fails (it runs in a
+child process) is a one-line error and caches nothing."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import signal
 import subprocess
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from benchmarks.sides import write_random_gguf
+from model_helpers import TINY_SHAPES
 from wanda_engine.errors import UserError
-from wanda_engine.models import gguf_convert
+from wanda_engine.models import gguf_convert, loading
 from wanda_engine.models.loading import _GGUF_KEY_BYTES, _child_failure, _gguf_cache_dir, load_model
+from wanda_engine.models.streaming import ShardWriter
 
 
 def _write(path, payload: bytes):
@@ -66,7 +72,7 @@ def test_interrupted_conversion_stops_the_child_and_leaves_nothing(tmp_path, mon
         children.append(child)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    monkeypatch.setattr(loading, "_follow_child", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_model(str(broken), cache_dir=tmp_path / "cache", log=lambda _message: None)
     assert len(children) == 1 and children[0].returncode == -signal.SIGTERM  # stopped (still importing) and reaped
@@ -86,3 +92,60 @@ def test_converter_reports_a_failure_as_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(gguf_convert.ERROR_PREFIX) and captured.out == ""
+
+
+def write_tiny_gguf(path, *, blocks: int, tied: bool = True) -> None:
+    hidden, heads, kv_heads, intermediate, _ = TINY_SHAPES["gqa"]
+    write_random_gguf(path, layers=blocks, hidden=hidden, heads=heads, kv_heads=kv_heads, intermediate=intermediate,
+                      vocab=64, tied=tied)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_streamed_conversion_equals_transformers_gguf_loading(tmp_path, monkeypatch, tied):
+    """Tensor for tensor what transformers' own GGUF loading gives (names, Q/K un-permuted, F16 and
+    Q8_0 dequantized), written a block at a time: each shard holds one block's tensors, handed over
+    as soon as that block is complete, and the directory loads with from_pretrained."""
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=3, tied=tied)
+    written = []
+    write_block = ShardWriter.write_block
+    monkeypatch.setattr(ShardWriter, "write_block", lambda self, i, tensors: (written.append((i, sorted(tensors))), write_block(self, i, tensors)))
+    out = tmp_path / "out"
+    out.mkdir()
+    reported = []
+    gguf_convert.convert_gguf(source, out, lambda done, total: reported.append((done, total)))
+
+    expected = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=source.name, dtype=torch.float32).state_dict()
+    converted = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32)
+    assert converted.config.tie_word_embeddings is tied
+    assert set(converted.state_dict()) == set(expected)
+    for name, tensor in converted.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert [i for i, _ in written] == [0, 1, 2]
+    assert all(all(name.startswith(f"model.layers.{i}.") for name in names) and len(names) == 9 for i, names in written)
+    assert reported[-1] == (len(expected) - tied, len(expected) - tied) and len(reported) == reported[-1][1]
+    assert AutoTokenizer.from_pretrained(str(out))("ab c").input_ids == AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=source.name)("ab c").input_ids
+
+
+def test_gguf_model_loads_streamed_with_a_progress_bar(tmp_path, capsys):
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=2)
+    loaded = load_model(str(source), cache_dir=tmp_path / "cache", stream=True, log=print)
+    captured = capsys.readouterr()
+    assert "converting tiny.gguf" in captured.err and "20/20" in captured.err  # the bar, at its end
+    assert loaded.streamed and "peak RSS" in captured.out
+    assert not list((tmp_path / "cache" / "converted").glob(".tmp-*"))
+
+
+def test_orphaned_temporary_directories_are_removed(tmp_path):
+    converted = tmp_path / "cache" / "converted"
+    child = subprocess.Popen(["true"])
+    child.wait()  # a pid that no longer runs
+    orphan = converted / f".tmp-{child.pid}-abc"
+    alive = converted / f".tmp-{os.getpid()}-def"  # a conversion still running (this process)
+    for path in (orphan, alive):
+        (path / "sub").mkdir(parents=True)
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=1)
+    load_model(str(source), cache_dir=tmp_path / "cache", log=lambda _message: None, progress=False)
+    assert not orphan.exists() and alive.exists()

@@ -288,6 +288,7 @@ def run_prune(config: PruneConfig, log=print) -> dict:
     loaded = load_model(
         config.model, dtype=dtype, device=device, cache_dir=config.cache_dir,
         trust_remote_code=config.trust_remote_code, stream=config.stream, check=check_model, log=log,
+        progress=config.progress,
     )
     timings["load_s"] = time.perf_counter() - stage
     model, tokenizer = loaded.model, loaded.tokenizer

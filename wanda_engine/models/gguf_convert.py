@@ -1,60 +1,154 @@
 """GGUF → plain safetensors model directory, in a child process of `load_model` (models/loading.py).
 
-Transformers loads a GGUF file by dequantizing every tensor to float32 and flags the model as quantized
-(it then refuses `save_pretrained`), so the model is rebuilt plain around the same tensors and saved.
-That holds the whole model in float32 at once (SmolLM2: about 1.2 GB peak RSS, against 856 MB for pruning
-it); in a child process the memory goes back to the system before pruning starts.
+The conversion streams: one tensor at a time is read from the file (plain reads, not the memory map,
+so the file's pages do not pile up in this process), dequantized to float32, renamed and un-permuted
+as transformers' own GGUF loader does (`get_gguf_hf_weights_map` and the architecture's tensor
+processor), and collected per decoder block; each block is written as its own shard as soon as it is
+complete, the embeddings, final norm and head last. Peak memory is therefore one block (or the
+non-block tensors) plus the interpreter, whatever the model's size; transformers' `from_pretrained`
+would hold the whole model in float32 at once. The output is the same layout the engine writes for a
+pruned streamed model (ShardWriter: a shard per block and an index), so pruning streams from it.
 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
 
 writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache), prints
-`peak_rss_mb <float>` on stdout, and on failure one line `error: <type>: <message>` on stderr.
+`tensors <done> <total>` lines as it goes and `peak_rss_mb <float>` at the end on stdout, and on failure
+one line `error: <type>: <message>` on stderr. It stops if its parent process goes away, so an
+orphaned conversion does not keep writing into the cache.
 """
 
 from __future__ import annotations
 
+import gc
+import math
+import os
 import sys
+from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 ERROR_PREFIX = "error: "
 PEAK_PREFIX = "peak_rss_mb "
+PROGRESS_PREFIX = "tensors "
 
 
-def convert_gguf(gguf: Path, out_dir: Path) -> None:
-    """Dequantize `gguf` and save it as a plain safetensors model (and tokenizer) into `out_dir`."""
+class _TensorEntry(NamedTuple):
+    """Where one GGUF tensor's raw data lies, and how gguf-py's reader types and shapes it."""
+
+    name: str
+    tensor_type: object  # gguf.GGMLQuantizationType
+    data_offset: int
+    dtype: object  # numpy dtype of the raw data (uint8 for quantized blocks)
+    shape: tuple[int, ...]
+
+
+def _read_tensor(handle, tensor: _TensorEntry):
+    """The raw data of one GGUF tensor, read from `handle` (plain reads: a memory map would leave the
+    file's pages resident in this process)."""
+    import numpy as np
+
+    count = math.prod(tensor.shape)
+    handle.seek(tensor.data_offset)
+    data = np.fromfile(handle, dtype=tensor.dtype, count=count)
+    if data.size != count:
+        raise ValueError(f"tensor {tensor.name!r} is cut short: the file ends inside it")
+    return data.reshape(tensor.shape)
+
+
+def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> None:
+    """Dequantize `gguf` into a plain float32 safetensors model (and tokenizer) in `out_dir`, one
+    decoder block in memory at a time. `report(done, total)` is called after each tensor."""
+    import numpy as np
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from gguf import GGUFReader, dequantize
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import (
+        TENSOR_PROCESSORS,
+        TensorProcessor,
+        get_gguf_hf_weights_map,
+        read_field,
+    )
 
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
+    from .blocks import blocks_prefix
+    from .streaming import ShardWriter
+
+    parent = os.getppid()
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config.name_or_path = gguf.stem
-    # Built on the meta device and given the loaded tensors themselves (assign=True): a second
-    # allocated copy would add the model's size to the peak.
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False, assign=True)
-    # Tied lm_head may be reported missing; anything else means a broken conversion.
-    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+    config.architectures = None  # set from the built class below, as save_pretrained would
+    with torch.device("meta"):  # structure only: names and shapes of the parameters
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    config.architectures = [type(skeleton).__name__]
+    expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
+
+    # The tokenizer first, and of the GGUF reader only the tensor table: both parse the whole metadata
+    # (SmolLM2: ~150 MB of Python objects for the vocabulary), freed before any weight is converted.
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    reader = GGUFReader(str(gguf))
+    architecture = read_field(reader, "general.architecture")[0]
+    table = [_TensorEntry(t.name, t.tensor_type, t.data_offset, t.data.dtype, t.data.shape) for t in reader.tensors]
+    del reader
+    gc.collect()
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
+    hf_name_of = get_gguf_hf_weights_map(skeleton, processor)
+    wanted = [tensor for tensor in table if tensor.name in hf_name_of]
+    found = {hf_name_of[tensor.name] for tensor in wanted}
+    missing = sorted(name for name in set(expected) - found if not (config.tie_word_embeddings and name == "lm_head.weight"))
+    unexpected = sorted(found - set(expected))
     if missing or unexpected:
-        raise RuntimeError(f"tensors lost in conversion: missing={missing} unexpected={unexpected}")
-    plain.tie_weights()
-    plain.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+
+    # Group by decoder block (GGUF files list tensors in no guaranteed order); everything else last.
+    prefix = blocks_prefix(skeleton)
+    num_blocks = config.num_hidden_layers
+    groups: dict[int, list] = defaultdict(list)
+    for tensor in wanted:
+        name = hf_name_of[tensor.name]
+        block = int(name[len(prefix):].split(".", 1)[0]) if name.startswith(prefix) else num_blocks
+        groups[block].append(tensor)
+
+    writer = ShardWriter(out_dir, num_blocks)
+    done, total = 0, len(wanted)
+    rest: dict[str, torch.Tensor] = {}
+    with open(gguf, "rb") as handle:
+        for block in range(num_blocks + 1):
+            tensors: dict[str, torch.Tensor] = {}
+            for tensor in groups.get(block, []):
+                if os.getppid() != parent:
+                    raise RuntimeError("the process that started the conversion is gone; stopping")
+                weights = dequantize(_read_tensor(handle, tensor), tensor.tensor_type)
+                result = processor.process(
+                    weights=weights, name=tensor.name, tensor_key_mapping=hf_name_of, parsed_parameters={"tensors": {}}
+                )
+                name = hf_name_of.get(result.name)
+                if name is None or tuple(result.weights.shape) != expected[hf_name_of[tensor.name]]:
+                    raise RuntimeError(f"GGUF tensor {tensor.name!r} does not convert one to one (architecture {architecture!r})")
+                tensors[name] = torch.from_numpy(np.ascontiguousarray(result.weights, dtype=np.float32))
+                done += 1
+                report(done, total)
+            if block < num_blocks:
+                writer.write_block(block, tensors)
+            else:
+                rest = tensors
+    writer.finish(rest, config, tokenizer)
+    if skeleton.can_generate():
+        skeleton.generation_config.save_pretrained(out_dir)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"{ERROR_PREFIX}usage: python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR", file=sys.stderr)
         return 2
+
+    def report(done: int, total: int) -> None:
+        print(f"{PROGRESS_PREFIX}{done} {total}", flush=True)
+
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        convert_gguf(Path(argv[0]), Path(argv[1]))
+        convert_gguf(Path(argv[0]), Path(argv[1]), report)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         lines = str(exc).strip().splitlines()
         kind = type(exc).__qualname__

