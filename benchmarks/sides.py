@@ -233,11 +233,12 @@ def random_model(args) -> int:
 
 def write_random_gguf(
     path: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
-    tied: bool = False, seed: int = 0,
+    tied: bool = False, seed: int = 0, rope_freqs: bool = False,
 ) -> dict:
     """A random LLaMA as a GGUF file, tensor names and layout as llama.cpp writes them: Q8_0 matrices,
     F16 v_proj (a float type beside the blocks), F32 norms; a sentencepiece-style vocabulary of made-up
-    tokens. Returns {"params", "bytes"}. Tensors are generated and quantized one at a time."""
+    tokens; with `rope_freqs`, the rotary factors tensor Llama 3.1 files carry. Returns {"params",
+    "bytes"}. Tensors are generated and quantized one at a time."""
     import gguf
     import numpy as np
     from gguf import GGMLQuantizationType as Q
@@ -285,6 +286,8 @@ def write_random_gguf(
         add(f"blk.{i}.ffn_up.weight", (intermediate, hidden))
         add(f"blk.{i}.ffn_down.weight", (hidden, intermediate))
     add("output_norm.weight", (hidden,), Q.F32)
+    if rope_freqs:
+        add("rope_freqs.weight", (hidden // heads // 2,), Q.F32)
     if not tied:
         add("output.weight", (vocab, hidden))
     writer.write_header_to_file()

@@ -675,7 +675,6 @@ def measure_gguf_conversions(settings: Settings, out: Path, depth: int) -> tuple
     for key, label, subcommand in GGUF_SIDES:
         sides[key] = run_side(settings, out / key, label, key, subcommand, ["--gguf", str(gguf)])
         shutil.rmtree(out / key / "model", ignore_errors=True)
-    gguf.unlink()
     commands = [f"    {_shown(make_cmd, settings.work_dir)}"] + [f"    # {s.label}\n    {s.command}" for s in sides.values()]
     return sides, facts, commands
 
@@ -697,6 +696,7 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
     commands: list[str] = []
     conversions: dict[int, dict[str, Side]] = {}
     gguf_facts: dict[int, dict] = {}
+    conversion_commands: list[str] = []
     for depth in settings.depths:
         out = work / f"llama{depth}"
         model_dir = out / "model"
@@ -728,7 +728,12 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
             ]
         shutil.rmtree(model_dir, ignore_errors=True)
         by_depth[depth] = sides
-        conversions[depth], gguf_facts[depth], conversion_commands = measure_gguf_conversions(settings, out, depth)
+        try:
+            conversions[depth], gguf_facts[depth], conversion_commands = measure_gguf_conversions(settings, out, depth)
+        except Exception as exc:  # noqa: BLE001 - the streaming results above stand without it
+            progress(f"scaling: GGUF conversion at {depth} blocks not measured: {exc}")
+        finally:
+            (out / "model.gguf").unlink(missing_ok=True)
     return ScalingResult(
         by_depth=by_depth, facts=facts, shape=dict(shape), shard_size=settings.shard_size,
         nsamples=settings.scaling_nsamples, seqlen=settings.scaling_seqlen, batch_size=settings.batch_size,
@@ -849,7 +854,7 @@ def render_conversions(result: ScalingResult) -> list[str]:
             side = conversions[d][key]
             row += [_fmt(side.info.get("seconds"), 1), _fmt(side.peak_rss_mb, 0)] if side.available else [side.note, ""]
         a, b = (conversions[d][key].peak_rss_mb if conversions[d][key].available else None for d in (first, last))
-        row.append(f"{b - a:+.0f} MB ({b / a:.2f}×)" if a and b else "–")
+        row.append(f"{b - a:+.0f} MB ({b / a:.2f}×)" if a and b and last > first else "–")
         rows.append(row)
     return [
         "",

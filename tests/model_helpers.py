@@ -74,4 +74,3 @@ def padded_calibration() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     mask_long = torch.cat([mask_short, torch.zeros(3, 6, dtype=torch.long)], dim=1)
     ids_long[mask_long == 0] = torch.randint(3, 291, (int((mask_long == 0).sum()),), generator=gen)
     return ids_short, mask_short, ids_long, mask_long
-

