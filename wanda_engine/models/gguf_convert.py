@@ -57,6 +57,24 @@ def _read_tensor(handle, tensor: _TensorEntry):
     return data.reshape(tensor.shape)
 
 
+_DEQUANTIZE_CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 at a time
+
+
+def _dequantize_by_rows(raw, tensor_type, dequantize):
+    """gguf-py's `dequantize` applied to a few rows at a time into one float32 array: over a whole
+    tensor its temporaries take several times the output (a Q8_0 embedding of 128k × 8192 would
+    briefly need ~12 GB on top of its 4 GB)."""
+    import numpy as np
+
+    rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw.reshape(1, -1)
+    first = np.asarray(dequantize(rows[:1], tensor_type), dtype=np.float32)
+    out = np.empty((rows.shape[0], first.shape[-1]), dtype=np.float32)
+    step = max(1, _DEQUANTIZE_CHUNK_ELEMENTS // first.shape[-1])
+    for start in range(0, rows.shape[0], step):
+        out[start:start + step] = dequantize(rows[start:start + step], tensor_type)
+    return out.reshape(*raw.shape[:-1], first.shape[-1])
+
+
 def _per_tensor_helpers() -> tuple | None:
     """transformers' per-tensor GGUF helpers (those of its legacy loader: tensor processors, name map,
     field reader), or None where a transformers version no longer has them."""
@@ -136,7 +154,7 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None, not
         for block in range(num_blocks + 1):
             tensors: dict[str, torch.Tensor] = {}
             for tensor in groups.get(block, []):
-                weights = dequantize(_read_tensor(handle, tensor), tensor.tensor_type)
+                weights = _dequantize_by_rows(_read_tensor(handle, tensor), tensor.tensor_type, dequantize)
                 result = processor.process(
                     weights=weights, name=tensor.name, tensor_key_mapping=hf_name_of, parsed_parameters={"tensors": {}}
                 )
