@@ -107,9 +107,10 @@ def test_streamed_conversion_equals_transformers_gguf_loading(tmp_path, monkeypa
     as soon as that block is complete, and the directory loads with from_pretrained."""
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=3, tied=tied)
-    written = []
-    write_block = ShardWriter.write_block
+    written, rest_parts = [], []
+    write_block, write_rest_part = ShardWriter.write_block, ShardWriter.write_rest_part
     monkeypatch.setattr(ShardWriter, "write_block", lambda self, i, tensors: (written.append((i, sorted(tensors))), write_block(self, i, tensors)))
+    monkeypatch.setattr(ShardWriter, "write_rest_part", lambda self, tensors: (rest_parts.append(sorted(tensors)), write_rest_part(self, tensors)))
     out = tmp_path / "out"
     out.mkdir()
     reported = []
@@ -123,6 +124,7 @@ def test_streamed_conversion_equals_transformers_gguf_loading(tmp_path, monkeypa
         assert torch.equal(tensor, expected[name]), name
     assert [i for i, _ in written] == [0, 1, 2]
     assert all(all(name.startswith(f"model.layers.{i}.") for name in names) and len(names) == 9 for i, names in written)
+    assert sorted(rest_parts) == [[name] for name in sorted(["model.embed_tokens.weight", "model.norm.weight"] + ([] if tied else ["lm_head.weight"]))]
     assert reported[-1] == (len(expected) - tied, len(expected) - tied) and len(reported) == reported[-1][1]
     assert AutoTokenizer.from_pretrained(str(out))("ab c").input_ids == AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=source.name)("ab c").input_ids
 

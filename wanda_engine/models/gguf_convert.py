@@ -4,10 +4,11 @@ The conversion streams: one tensor at a time is read from the file (plain reads,
 so the file's pages do not pile up in this process), dequantized to float32, renamed and un-permuted
 as transformers' own GGUF loader does (`get_gguf_hf_weights_map` and the architecture's tensor
 processor), and collected per decoder block; each block is written as its own shard as soon as it is
-complete, the embeddings, final norm and head last. Peak memory is therefore one block (or the
-non-block tensors) plus the interpreter, whatever the model's size; transformers' `from_pretrained`
-would hold the whole model in float32 at once. The output is the same layout the engine writes for a
-pruned streamed model (ShardWriter: a shard per block and an index), so pruning streams from it.
+complete, the embeddings, final norm and head last, each on its own. Peak memory is therefore one
+block (or the largest other tensor) plus the interpreter, whatever the model's size; transformers'
+`from_pretrained` would hold the whole model in float32 at once. The output is the layout the engine
+writes for a pruned streamed model (ShardWriter: a shard per block and an index), so pruning streams
+from it.
 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
 
@@ -157,7 +158,6 @@ def convert_gguf(
 
     writer = ShardWriter(out_dir, num_blocks)
     done, total = 0, len(wanted)
-    rest: dict[str, torch.Tensor] = {}
     with open(gguf, "rb") as handle:
         for block in range(num_blocks + 1):
             tensors: dict[str, torch.Tensor] = {}
@@ -172,11 +172,12 @@ def convert_gguf(
                 tensors[name] = torch.from_numpy(np.ascontiguousarray(result.weights, dtype=np.float32))
                 done += 1
                 report(done, total)
+                if block == num_blocks:  # embeddings and head (each can be GBs): written one at a time
+                    writer.write_rest_part(tensors)
+                    tensors = {}
             if block < num_blocks:
                 writer.write_block(block, tensors)
-            else:
-                rest = tensors
-    writer.finish(rest, config, tokenizer)
+    writer.finish({}, config, tokenizer)
     if skeleton.can_generate():
         skeleton.generation_config.save_pretrained(out_dir)
 

@@ -269,21 +269,32 @@ def shard_name(index: int) -> str:
 class ShardWriter:
     """Writes a streamed model into `directory`: one shard per decoder block as it finishes (file
     `model-<block+1>.safetensors`, so a resumed run overwrites exactly the blocks it redoes), then one
-    shard with every other tensor, and the index that `from_pretrained` reads."""
+    shard with every other tensor, and the index that `from_pretrained` reads. Non-block tensors may
+    also be written one group at a time before `finish` (`write_rest_part`), so that they need not
+    all be in memory together."""
 
     def __init__(self, directory: Path, num_blocks: int) -> None:
         self.directory = Path(directory)
         self.num_blocks = num_blocks
+        self.rest_parts: list[str] = []
 
     def write_block(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
         _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, self.directory / shard_name(index))
 
+    def write_rest_part(self, tensors: dict[str, torch.Tensor]) -> None:
+        name = f"model-rest-{len(self.rest_parts) + 1:05d}.safetensors"
+        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, self.directory / name)
+        self.rest_parts.append(name)
+
     def finish(self, rest: dict[str, torch.Tensor], config, tokenizer) -> None:
-        """Write the non-block tensors, the index, config and tokenizer."""
-        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in rest.items()}, self.directory / shard_name(self.num_blocks))
+        """Write the (remaining) non-block tensors, the index, config and tokenizer."""
+        shards = [shard_name(index) for index in range(self.num_blocks)] + self.rest_parts
+        if rest or not self.rest_parts:
+            _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in rest.items()}, self.directory / shard_name(self.num_blocks))
+            shards.append(shard_name(self.num_blocks))
         weight_map, total = {}, 0
-        for index in range(self.num_blocks + 1):
-            path = self.directory / shard_name(index)
+        for shard in shards:
+            path = self.directory / shard
             with safe_open(str(path), framework="pt") as handle:
                 for name in handle.keys():
                     weight_map[name] = path.name
