@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between resume checkpoints of a streamed --save_model run (0 = after every block)")
     add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add("--no_progress", action="store_true", help="no progress bars")
+
+    cache = commands.add_parser("cache", help="list the cached GGUF conversions and hub downloads; remove conversions")
+    cache.add_argument("--cache_dir", default=None, help="the cache (default ~/.cache/wanda_engine or $WANDA_ENGINE_CACHE)")
+    removal = cache.add_mutually_exclusive_group()
+    removal.add_argument("--remove", nargs="+", metavar="NAME", default=None,
+                         help="remove these conversions (names as listed); a later run converts again")
+    removal.add_argument("--remove_all", action="store_true", help="remove every conversion")
     return parser
 
 
@@ -91,16 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     # Import after parsing so --help is instant and bad flags fail before torch loads.
     from transformers.utils import logging as hf_logging
 
-    from wanda_engine.api import PruneConfig, run_prune
+    from wanda_engine.api import PruneConfig, run_cache, run_prune
     from wanda_engine.errors import UserError
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     options = vars(args)
-    options.pop("command")
-    options["progress"] = not options.pop("no_progress")
-    options["stream"] = not options.pop("no_stream")
+    command = options.pop("command")
     try:
+        if command == "cache":
+            run_cache(options["cache_dir"], remove=options["remove"] or [], remove_all=options["remove_all"])
+            return 0
+        options["progress"] = not options.pop("no_progress")
+        options["stream"] = not options.pop("no_stream")
         run_prune(PruneConfig(**options))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

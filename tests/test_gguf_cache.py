@@ -14,6 +14,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import cli
 from benchmarks.sides import write_random_gguf
 from model_helpers import TINY_SHAPES
 from wanda_engine.errors import UserError
@@ -193,3 +194,24 @@ def test_gguf_model_is_refused_on_its_config_before_any_tensor_is_converted(tmp_
     loaded = load_model(str(source), cache_dir=tmp_path / "cache", check=checked.append, stream=True,
                         log=lambda _message: None, progress=False)
     assert len(checked) == 1 and loaded.model is checked[0]  # checked once; that structure is the skeleton
+
+
+def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=1)
+    load_model(str(source), cache_dir=cache, log=lambda _message: None, progress=False)
+    (name,) = [path.name for path in (cache / "converted").iterdir()]
+    assert cli.main(["cache", "--cache_dir", str(cache)]) == 0
+    listed = capsys.readouterr().out
+    assert f"converted/{name}" in listed and "MB" in listed
+
+    assert cli.main(["cache", "--cache_dir", str(cache), "--remove", name, "other"]) == 2  # one unknown name
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'other'" in err and "python cli.py cache" in err
+    assert (cache / "converted" / name).is_dir()  # nothing removed
+
+    assert cli.main(["cache", "--cache_dir", str(cache), "--remove", name]) == 0
+    out = capsys.readouterr().out
+    assert "removed 1 conversion(s)" in out and "no GGUF conversions" in out
+    assert list((cache / "converted").iterdir()) == []

@@ -6,6 +6,7 @@ import platform
 import random
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -15,7 +16,8 @@ from .memory import peak_rss_mb
 from .eval import perplexity
 from .eval.perplexity import eval_windows as cut_eval_windows, perplexity_from_hidden
 from .models import decoder_blocks, load_model
-from .models.loading import context_length
+from .models.cache import describe, remove_conversions
+from .models.loading import context_length, default_cache_dir
 from .models.blocks import blocks_prefix, linear_layers
 from .models.streaming import ShardWriter, StreamedBlocks, head_is_stored, load_head, non_block_tensors, return_freed_memory
 from .outputs import atomic_output_dir, check_output_dir, replace_dir
@@ -525,3 +527,15 @@ def run_prune(config: PruneConfig, log=print) -> dict:
         + f"; peak RSS {report['peak_rss_mb']:.0f} MB"
     )
     return report
+
+
+def run_cache(cache_dir: str | None, *, remove: list[str] = (), remove_all: bool = False, log=print) -> None:
+    """`python cli.py cache`: remove the named conversions (or all), then list what the cache holds."""
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    if remove or remove_all:
+        removed = remove_conversions(cache_root, None if remove_all else list(remove))
+        freed = sum(conversion.size_bytes for conversion in removed)
+        log(f"removed {len(removed)} conversion(s), {freed / 2**20:,.0f} MB freed")
+    for line in describe(cache_root):
+        log(line)
+
