@@ -215,3 +215,38 @@ def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "removed 1 conversion(s)" in out and "no GGUF conversions" in out
     assert list((cache / "converted").iterdir()) == []
+
+
+def test_child_killed_during_the_config_check_is_a_one_line_error(tmp_path, monkeypatch):
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=1)
+    children = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            children.append(self)
+
+    def kill_child(_structure):  # e.g. the OOM killer, while the parent checks the config
+        children[0].kill()
+        children[0].wait()
+
+    monkeypatch.setattr(loading.subprocess, "Popen", Recorded)
+    with pytest.raises(UserError, match="killed by SIGKILL"):
+        load_model(str(source), cache_dir=tmp_path / "cache", check=kill_child, log=lambda _message: None, progress=False)
+    assert list((tmp_path / "cache" / "converted").iterdir()) == []
+
+
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q8_0", "Q4_1"])
+def test_dequantize_by_rows_equals_whole_tensor_dequantize(monkeypatch, qtype):
+    import gguf
+    import numpy as np
+
+    monkeypatch.setattr(gguf_convert, "_DEQUANTIZE_CHUNK_ELEMENTS", 3 * 64)  # 3 rows of 64 per chunk
+    kind = gguf.GGMLQuantizationType[qtype]
+    values = np.random.default_rng(0).standard_normal((2, 5, 64)).astype(np.float32)
+    raw = values.astype(np.float16) if qtype == "F16" else values if qtype == "F32" else gguf.quants.quantize(values, kind)
+    for data in (raw, raw[0, 0]):  # 3-D (10 rows: 4 chunks) and 1-D
+        by_rows = gguf_convert._dequantize_by_rows(data, kind, gguf.dequantize)
+        whole = gguf.dequantize(data, kind)
+        assert by_rows.dtype == np.float32 and by_rows.shape == whole.shape and np.array_equal(by_rows, whole)

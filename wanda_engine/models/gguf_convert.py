@@ -12,13 +12,14 @@ from it.
 
     python -m wanda_engine.models.gguf_convert SOURCE.gguf EMPTY_DIR
 
-writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache), prints
-`config_ready` once EMPTY_DIR/config.json is written (then waits for `go_on` on stdin: the parent
-checks the model on its config first), `tensors <done> <total>` lines as it goes, `note: <text>` lines
-for the user and `peak_rss_mb <float>` at the end on stdout, and on failure one line `error: <type>: <message>` on stderr. It stops at its
-next tensor once its parent process is gone (the pipe it prints to breaks), so an orphaned
-conversion does not keep writing into the cache. A transformers without the per-tensor GGUF helpers
-used here falls back to its own loader, whole model at once.
+writes the model and tokenizer into EMPTY_DIR (the parent moves it into the cache). On stdout it
+prints `config_ready` once EMPTY_DIR/config.json is written, then waits for `go_on` on stdin (the
+parent checks the model on its config first; by hand: `echo go_on | python -m ...`); then
+`tensors <done> <total>` lines as it goes, `note: <text>` lines for the user and `peak_rss_mb <float>`
+at the end. On failure it prints one line `error: <type>: <message>` on stderr. It stops at its next
+tensor once its parent process is gone (the pipe it prints to breaks), so an orphaned conversion does
+not keep writing into the cache. A transformers without the per-tensor GGUF helpers used here falls
+back to its own loader, whole model at once (and without the config check before converting).
 """
 
 from __future__ import annotations
@@ -65,18 +66,25 @@ _DEQUANTIZE_CHUNK_ELEMENTS = 1 << 24  # 64 MB of float32 at a time
 
 
 def _dequantize_by_rows(raw, tensor_type, dequantize):
-    """gguf-py's `dequantize` applied to a few rows at a time into one float32 array: over a whole
-    tensor its temporaries take several times the output (a Q8_0 embedding of 128k × 8192 would
-    briefly need ~12 GB on top of its 4 GB)."""
+    """gguf-py's `dequantize`, a few rows at a time into one float32 array: over a whole block-quantized
+    tensor its temporaries take about the output's size again (a Q8_0 embedding of 128k × 8192: 4 GB
+    on top of its 4 GB). Float tensors and tensors of one chunk go whole (F32 is a view, no copy)."""
     import numpy as np
+    from gguf import GGML_QUANT_SIZES
 
+    if raw.dtype == np.uint8:  # blocks (or bf16) as bytes
+        block_elements, block_bytes = GGML_QUANT_SIZES[tensor_type]
+        width = raw.shape[-1] // block_bytes * block_elements
+    else:
+        width = raw.shape[-1]
     rows = raw.reshape(-1, raw.shape[-1]) if raw.ndim > 1 else raw.reshape(1, -1)
-    first = np.asarray(dequantize(rows[:1], tensor_type), dtype=np.float32)
-    out = np.empty((rows.shape[0], first.shape[-1]), dtype=np.float32)
-    step = max(1, _DEQUANTIZE_CHUNK_ELEMENTS // first.shape[-1])
+    step = max(1, _DEQUANTIZE_CHUNK_ELEMENTS // width)
+    if raw.dtype != np.uint8 or rows.shape[0] <= step:
+        return dequantize(raw, tensor_type)
+    out = np.empty((rows.shape[0], width), dtype=np.float32)
     for start in range(0, rows.shape[0], step):
         out[start:start + step] = dequantize(rows[start:start + step], tensor_type)
-    return out.reshape(*raw.shape[:-1], first.shape[-1])
+    return out.reshape(*raw.shape[:-1], width)
 
 
 def _per_tensor_helpers() -> tuple | None:

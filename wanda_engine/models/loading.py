@@ -119,14 +119,14 @@ def _convert_in_child(gguf: Path, target: Path, progress: bool = True, on_config
         command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
         # stderr to a file: a pipe nobody reads while stdout is followed could fill up and stall the child
         with tempfile.TemporaryFile("w+", errors="replace") as stderr_file:
-            child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
-                                     text=True, errors="replace")
-            try:
-                stdout = _follow_child(child, gguf.name, progress, lambda: on_config and on_config(tmp))
-            except BaseException:
-                child.terminate()  # it must not write into tmp while it is removed
-                child.wait()
-                raise
+            with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
+                                  text=True, errors="replace") as child:  # its pipes are closed on leaving
+                try:
+                    stdout = _follow_child(child, gguf.name, progress, lambda: on_config and on_config(tmp))
+                except BaseException:
+                    child.terminate()  # it must not write into tmp while it is removed
+                    child.wait()
+                    raise
             stderr_file.seek(0)
             stderr = stderr_file.read()
         if child.returncode != 0:
@@ -152,10 +152,12 @@ def _follow_child(child: subprocess.Popen, what: str, progress: bool, on_config)
     lines, bar = [], None
     try:
         for line in child.stdout:
-            if line.rstrip("\n") == CONFIG_READY:
+            if line.rstrip("\n").endswith(CONFIG_READY):  # endswith: after any unterminated output of the child
                 on_config()
-                child.stdin.write(GO_ON + "\n")
-                child.stdin.flush()
+                try:  # unbuffered, so that nothing is left to flush into a broken pipe later
+                    os.write(child.stdin.fileno(), f"{GO_ON}\n".encode())
+                except BrokenPipeError:  # it died meanwhile: its exit status tells why, below
+                    pass
                 continue
             counts = line[len(PROGRESS_PREFIX):].split() if line.startswith(PROGRESS_PREFIX) else []
             if len(counts) == 2 and all(count.isdigit() for count in counts):
@@ -300,10 +302,11 @@ def load_model(
     # The model's structure (parameters on meta): checked before any weight is downloaded, read or
     # converted, and, streamed, the skeleton the blocks are read into. Where an architecture cannot be
     # built so, the loaded model is checked instead (and streaming, building it again, reports why).
-    structure, checked = None, check is None
+    structure, checked, examined = None, check is None, False
 
     def examine(config) -> None:
-        nonlocal structure, checked
+        nonlocal structure, checked, examined
+        examined = True
         if check is None and not stream:
             return
         try:
@@ -322,8 +325,10 @@ def load_model(
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as exc:
         raise _cannot_load(spec, exc) from None
-    if structure is None:
+    if not examined:
         examine(config)
+    elif structure is not None:  # built on the config in the conversion's temporary directory
+        structure.config.name_or_path = str(path)
     try:
         if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
             from huggingface_hub import snapshot_download
