@@ -385,29 +385,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--batch_size", type=int, default=8)
     sub.set_defaults(run=evaluate)
 
-    sub = commands.add_parser("random-model", help="random-initialised LLaMA in safetensors shards")
-    sub.add_argument("--out", required=True)
-    sub.add_argument("--layers", type=int, default=8)
-    sub.add_argument("--hidden", type=int, default=1024)
-    sub.add_argument("--heads", type=int, default=16)
-    sub.add_argument("--kv_heads", type=int, default=4)
-    sub.add_argument("--intermediate", type=int, default=2816)
-    sub.add_argument("--vocab", type=int, default=32000)
+    def random_llama(name: str, help_text: str, out_help: str, run) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--out", required=True, help=out_help)
+        sub.add_argument("--layers", type=int, default=8)
+        sub.add_argument("--hidden", type=int, default=1024)
+        sub.add_argument("--heads", type=int, default=16)
+        sub.add_argument("--kv_heads", type=int, default=4)
+        sub.add_argument("--intermediate", type=int, default=2816)
+        sub.add_argument("--vocab", type=int, default=32000)
+        sub.add_argument("--seed", type=int, default=0)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = random_llama("random-model", "random-initialised LLaMA in safetensors shards", "the model directory", random_model)
     sub.add_argument("--max_positions", type=int, default=2048)
     sub.add_argument("--shard_size", default="200MB")
-    sub.add_argument("--seed", type=int, default=0)
-    sub.set_defaults(run=random_model)
-
-    sub = commands.add_parser("random-gguf", help="random-initialised LLaMA as a GGUF file")
-    sub.add_argument("--out", required=True, help="the .gguf file to write")
-    sub.add_argument("--layers", type=int, default=8)
-    sub.add_argument("--hidden", type=int, default=1024)
-    sub.add_argument("--heads", type=int, default=16)
-    sub.add_argument("--kv_heads", type=int, default=4)
-    sub.add_argument("--intermediate", type=int, default=2816)
-    sub.add_argument("--vocab", type=int, default=32000)
-    sub.add_argument("--seed", type=int, default=0)
-    sub.set_defaults(run=random_gguf)
+    random_llama("random-gguf", "random-initialised LLaMA as a GGUF file", "the .gguf file to write", random_gguf)
 
     for name, run, help_text in (("gguf-convert", gguf_convert, "the engine's GGUF conversion, a block at a time"),
                                  ("gguf-whole", gguf_whole, "transformers' GGUF loading, whole model")):

@@ -432,7 +432,10 @@ def _secs(value: float | None) -> str:
     return f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
-def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+def md_table(header: list[str], rows: list[list[str]], align: list[str] | None = None, numbers: bool = False) -> str:
+    """A markdown table; `numbers`: every column but the first right-aligned."""
+    if numbers:
+        align = ["---"] + ["---:"] * (len(header) - 1)
     align = align or ["---"] * len(header)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -823,12 +826,12 @@ def render_scaling(result: ScalingResult, baseline_rss: float | None) -> str:
         "",
         "Prune stage against depth:",
         "",
-        md_table(time_header, time_rows, ["---"] + ["---:"] * (len(time_header) - 1)),
+        md_table(time_header, time_rows, numbers=True),
         "",
         f"Peak RSS against depth (a side that holds the whole model grows by about one block's {block_mb:.1f} MB per "
         "added block; a streaming one should stay nearly flat):",
         "",
-        md_table(rss_header, rss_rows, ["---"] + ["---:"] * (len(rss_header) - 1)),
+        md_table(rss_header, rss_rows, numbers=True),
         "",
         *_growth_goals(by_depth, first, last),
         f"Commands ({last} blocks; WORK = a temporary work folder):",
@@ -868,7 +871,7 @@ def render_conversions(result: ScalingResult) -> list[str]:
         *[f"- {d} blocks: {facts[d]['params'] / 1e6:.0f}M parameters, GGUF file {facts[d]['bytes'] / 2**20:.0f} MB"
           for d in depths],
         "",
-        md_table(header, rows, ["---"] + ["---:"] * (len(header) - 1)),
+        md_table(header, rows, numbers=True),
         "",
         f"Commands ({last} blocks):",
         "",
