@@ -87,6 +87,14 @@ def _dequantize_by_rows(raw, tensor_type, dequantize):
     return out.reshape(*raw.shape[:-1], width)
 
 
+def _check_complete(missing, unexpected, tied: bool) -> None:
+    """Every weight of the model converted and nothing else (a tied lm_head is the embeddings)."""
+    missing = sorted(name for name in missing if not (tied and name == "lm_head.weight"))
+    unexpected = sorted(unexpected)
+    if missing or unexpected:
+        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+
+
 def _per_tensor_helpers() -> tuple | None:
     """transformers' per-tensor GGUF helpers (those of its legacy loader: tensor processors, name map,
     field reader), or None where a transformers version no longer has them."""
@@ -146,10 +154,7 @@ def convert_gguf(
     hf_name_of = get_gguf_hf_weights_map(skeleton, processor)
     wanted = [tensor for tensor in table if tensor.name in hf_name_of]
     found = {hf_name_of[tensor.name] for tensor in wanted}
-    missing = sorted(name for name in set(expected) - found if not (config.tie_word_embeddings and name == "lm_head.weight"))
-    unexpected = sorted(found - set(expected))
-    if missing or unexpected:
-        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+    _check_complete(set(expected) - found, found - set(expected), config.tie_word_embeddings)
     unused = [tensor.name for tensor in table if tensor.name not in hf_name_of]
     if unused:  # e.g. Llama 3.1's rope_freqs (its rope scaling), which transformers' GGUF loading drops too
         note(f"GGUF tensors with no place in {type(skeleton).__name__}, not converted: {', '.join(unused[:6])}"
@@ -206,9 +211,7 @@ def _convert_whole_model(gguf: Path, out_dir: Path) -> None:
     with torch.device("meta"):
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False, assign=True)
-    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+    _check_complete(missing, unexpected, config.tie_word_embeddings)
     plain.tie_weights()
     plain.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -279,18 +279,18 @@ class ShardWriter:
         self.rest_parts: list[str] = []
 
     def write_block(self, index: int, tensors: dict[str, torch.Tensor]) -> None:
-        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, self.directory / shard_name(index))
+        _save_atomic(tensors, self.directory / shard_name(index))
 
     def write_rest_part(self, tensors: dict[str, torch.Tensor]) -> None:
-        name = f"model-rest-{len(self.rest_parts) + 1:05d}.safetensors"
-        _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, self.directory / name)
-        self.rest_parts.append(name)
+        shard = f"model-rest-{len(self.rest_parts) + 1:05d}.safetensors"
+        _save_atomic(tensors, self.directory / shard)
+        self.rest_parts.append(shard)
 
     def finish(self, rest: dict[str, torch.Tensor], config, tokenizer) -> None:
         """Write the (remaining) non-block tensors, the index, config and tokenizer."""
         shards = [shard_name(index) for index in range(self.num_blocks)] + self.rest_parts
         if rest or not self.rest_parts:
-            _save_atomic({name: t.detach().to("cpu").contiguous() for name, t in rest.items()}, self.directory / shard_name(self.num_blocks))
+            _save_atomic(rest, self.directory / shard_name(self.num_blocks))
             shards.append(shard_name(self.num_blocks))
         weight_map, total = {}, 0
         for shard in shards:
@@ -306,8 +306,9 @@ class ShardWriter:
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """`tensors` (any device, any layout) as the safetensors file `path`, written beside it and renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, path)
 
 
