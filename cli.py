@@ -20,13 +20,33 @@ def shell_escapes(text: str) -> str:
     return re.sub(r"\\[\\nt]", lambda m: _ESCAPES[m.group(0)], text)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Bad flags are reported like every other bad input: one line naming the value and the fix, exit 2
+    (argparse's own error prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Appends '(default: X)' to a flag's help unless the help already says its default, or the default
+    is None or off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False or action.default == argparse.SUPPRESS \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cli.py", description="Wanda pruning for LLaMA-family models.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineErrors(prog="cli.py", description="Wanda pruning for LLaMA-family models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineErrors)
     prune = commands.add_parser(
         "prune",
         help="prune a model (default: the embedded SmolLM2-135M-Instruct, 50%% unstructured Wanda)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelp,
     )
     add = prune.add_argument
     add("--model", default=None, help="HF hub id, local model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,11 @@ def test_existing_output_refused_then_overwritten(tiny_model_dir, calibration_te
         (["--seqlen", "100000"], "--seqlen"),
         (["--sparsity_allocation", "nope"], "nope"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "bogus"], "--device"),
+        (["--device", "meta"], "--device 'meta'"),
+        (["--checkpoint_every", "nan"], "--checkpoint_every nan"),
+        (["--prune_method", "wanda_variant"], "--use_variant"),
+        (["--dtype", "float8"], "float8"),
+        (["--schedule", "fast"], "--schedule 'fast'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(extra, needle, tiny_model_dir, calibration_text_file, tmp_path, capsys):
@@ -139,3 +146,52 @@ def test_unknown_model_path_subprocess(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "missing_model" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_help_states_each_default_once():
+    text = cli.build_parser()._subparsers._group_actions[0].choices["prune"].format_help()
+    flat = " ".join(text.split())
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    assert "(default: embedded SmolLM2-135M-Instruct)" in flat and "(default: 0)" in flat  # --model; --seed
+
+
+def _subprocess_cli(args: list[str], **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    environment = {key: value for key, value in environment.items() if value is not None}
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=REPO, capture_output=True, text=True, env=environment,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_binary_record_file_is_one_line_on_stderr(suffix, tiny_model_dir, tmp_path):
+    data = tmp_path / f"records{suffix}"
+    data.write_bytes(bytes(range(256)) * 64)
+    result = _subprocess_cli(["prune", "--model", tiny_model_dir, "--calibration_dataset", str(data), "--text_field", "text",
+                              "--nsamples", "2", "--seqlen", "16", "--eval", "none", "--no_progress"])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and str(data) in result.stderr, result.stderr
+
+
+def test_unreachable_hub_fails_at_once_in_one_line(tmp_path):
+    """Without the hub (here: an endpoint that refuses connections) a hub id is looked up in the cache
+    only; the hub client itself would retry for about 25 s and print a line per retry."""
+    started = time.monotonic()
+    result = _subprocess_cli(["prune", "--model", "someone/some-model", "--cache_dir", str(tmp_path / "cache"),
+                              "--save", str(tmp_path / "r")], HF_HUB_OFFLINE=None, HF_DATASETS_OFFLINE=None,
+                             HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "not in the local cache" in result.stderr and "127.0.0.1 unreachable" in result.stderr
+    assert time.monotonic() - started < 20 and not (tmp_path / "r").exists()
+
+
+def test_unreachable_hub_still_loads_a_cached_hub_model(tiny_model_dir, calibration_text_file, tmp_path):
+    """A hub id already in the cache (huggingface_hub's layout) is used as it is when the hub cannot be reached."""
+    snapshot = tmp_path / "cache" / "hub" / "models--someone--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_model_dir, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    result = _subprocess_cli(base_args("someone/tiny", calibration_text_file, tmp_path), HF_HUB_OFFLINE=None,
+                             HF_DATASETS_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 0, result.stderr
+    assert "pruned perplexity" in result.stdout

@@ -19,7 +19,8 @@ from benchmarks.sides import write_random_gguf
 from model_helpers import TINY_SHAPES
 from wanda_engine.errors import UserError
 from wanda_engine.models import gguf_convert, loading
-from wanda_engine.models.loading import _GGUF_KEY_BYTES, _child_failure, _gguf_cache_dir, load_model
+from wanda_engine.digests import ENDS_BYTES as _GGUF_KEY_BYTES
+from wanda_engine.models.loading import _child_failure, _gguf_cache_dir, load_model
 from wanda_engine.models.streaming import ShardWriter
 
 
@@ -200,8 +201,8 @@ def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
     cache = tmp_path / "cache"
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=1)
-    load_model(str(source), cache_dir=cache, log=lambda _message: None, progress=False)
-    (name,) = [path.name for path in (cache / "converted").iterdir()]
+    loaded = load_model(str(source), cache_dir=cache, log=lambda _message: None, progress=False)
+    (name,) = [path.name for path in (cache / "converted").iterdir() if not path.name.startswith(".")]
     assert cli.main(["cache", "--cache_dir", str(cache)]) == 0
     listed = capsys.readouterr().out
     assert f"converted/{name}" in listed and "MB" in listed
@@ -210,6 +211,12 @@ def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'other'" in err and "python cli.py cache" in err
     assert (cache / "converted" / name).is_dir()  # nothing removed
+
+    # The loaded model reads the conversion (a streamed run does until its end): removing it is refused.
+    assert cli.main(["cache", "--cache_dir", str(cache), "--remove", name]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use" in err and (cache / "converted" / name).is_dir()
+    loaded.close()
 
     assert cli.main(["cache", "--cache_dir", str(cache), "--remove", name]) == 0
     out = capsys.readouterr().out

@@ -228,7 +228,7 @@ def test_model_refused_before_its_weights_are_read(setting, needle, stream, tmp_
 def test_models_whose_blocks_need_other_kwargs_refused():
     from transformers import Gemma3Config, Gemma3TextConfig, LlamaConfig
 
-    from wanda_engine.api import _check_blocks_share_kwargs
+    from wanda_engine.models.architecture import check_blocks_share_kwargs as _check_blocks_share_kwargs
 
     gemma3 = Gemma3TextConfig(num_hidden_layers=6)  # sliding and full layers, one rotary embedding per layer type
     for config in (gemma3, Gemma3Config()):  # the multimodal config keeps it in text_config

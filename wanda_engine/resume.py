@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
@@ -31,8 +32,12 @@ def partial_dir_for(model_dir: Path) -> Path:
     return model_dir.parent / f".{model_dir.name}.partial"
 
 
-def fingerprint(config) -> dict:
-    return {key: value for key, value in sorted(asdict(config).items()) if key not in _NOT_FINGERPRINTED}
+def fingerprint(config, inputs: dict[str, str | None]) -> dict:
+    """What a resumed run must share with the interrupted one: its settings, and the contents of its
+    inputs (`inputs`: digests by what they are of, e.g. the calibration tokens), so that a file changed
+    at the same path is not resumed as if it were the same."""
+    settings = {key: value for key, value in sorted(asdict(config).items()) if key not in _NOT_FINGERPRINTED}
+    return {**settings, **{f"content of the {what}": digest for what, digest in sorted(inputs.items())}}
 
 
 class RunCheckpoint:
@@ -41,6 +46,7 @@ class RunCheckpoint:
         self.settings = settings
         self.every_s = every_s
         self._last = time.monotonic()
+        self.valid = False  # whether it holds a checkpoint this run loaded or saved (one to --resume from)
 
     def due(self, index: int, num_blocks: int) -> bool:
         return index + 1 < num_blocks and time.monotonic() - self._last >= self.every_s
@@ -71,11 +77,16 @@ class RunCheckpoint:
             if old.name != activations:
                 old.unlink()
         self._last = time.monotonic()
+        self.valid = True
 
     def load(self, batches: list[BlockBatch], riders: Riders | None) -> tuple[int, PruneOutcome, dict]:
         """Restore the hidden states into `batches`/`riders` (captured again, so their kwargs are fresh);
         return (next block, outcome so far, the whole state)."""
         state_path = self.directory / STATE_FILE
+        if not self.directory.parent.is_dir():
+            raise UserError(
+                f"--resume: there is no interrupted run to continue (no {self.directory.parent}); run again without --resume"
+            )
         if not state_path.is_file():
             raise UserError(
                 f"--resume: no checkpoint in {self.directory.parent} (the run ended before its first checkpoint); "
@@ -89,16 +100,25 @@ class RunCheckpoint:
                 f"--resume: the partial run in {self.directory.parent} used other settings ({', '.join(changed)}); "
                 "repeat its exact command, or run without --resume to start over"
             )
-        saved = load_file(str(self.directory / state["activations"]))
+        activations = self.directory / state["activations"]
+        try:
+            saved = load_file(str(activations))
+        except (OSError, SafetensorError) as exc:
+            raise UserError(f"--resume: the checkpoint {activations} cannot be read ({exc}); run again without --resume") from None
         groups = [("calibration", batches)]
         if riders is not None:
             groups += [("dense", riders.dense), ("pruned", riders.pruned)]
             riders.seconds = state["riders_seconds"]
+        expected = {f"{label}.{i}": batch.hidden for label, group in groups for i, batch in enumerate(group)}
+        if set(saved) != set(expected) or any(saved[k].shape != v.shape for k, v in expected.items()):
+            raise UserError(f"--resume: the checkpoint in {self.directory} holds other hidden states than this run's; "
+                            "run again without --resume")
         for label, group in groups:
             for i, batch in enumerate(group):
                 hidden = saved[f"{label}.{i}"]
                 batch.hidden = hidden.to(batch.hidden.device, batch.hidden.dtype)
         outcome = PruneOutcome(**state["outcome"])
+        self.valid = True
         return int(state["next_block"]), outcome, state
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -81,3 +82,21 @@ def one_line(text: str, limit: int = 240) -> str:
     """First line of an exception text, shortened: messages of UserError must stay on one line."""
     line = " ".join(str(text).strip().splitlines()[:1]) or type(text).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """`datasets` without its progress bars and log lines for one call: a failure is reported by the
+    engine in one line, which the library's own error log would otherwise precede."""
+    import datasets
+
+    logging = datasets.utils.logging
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar()
+    logging.set_verbosity(logging.CRITICAL)
+    try:
+        yield datasets
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from wanda_engine.errors import UserError
 
-from .base import one_line
+from .base import one_line, quiet_datasets
 
 _TRUE = {"1", "true", "yes", "on"}
 _PROBE: dict[str, bool] = {}
@@ -54,7 +54,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def hub_state() -> str:
     """Words for messages: why the hub is not used."""
     if offline_env():
-        return "HF_HUB_OFFLINE=1"
+        return next(f"{k}={os.environ[k]}" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+                    if os.environ.get(k, "").strip().lower() in _TRUE)
     host, _ = _host()
     return f"{host} unreachable"
 
@@ -79,14 +80,10 @@ def load_hub_dataset(what: str, hint: str, path: str, name: str | None = None, *
     ``what`` names the source in messages (e.g. "wikitext2 train split"); ``hint`` says how to proceed
     without the hub (e.g. "pass --data_dir DIR containing wikitext2/wiki.train.raw").
     """
-    import datasets
-
     label = f"{path}" + (f" ({name})" if name else "")
     online = hub_reachable()
     try:
-        if online:
-            return datasets.load_dataset(path, name, **kwargs)
-        with _cache_only():
+        with quiet_datasets() as datasets, (contextlib.nullcontext() if online else _cache_only()):
             return datasets.load_dataset(path, name, **kwargs)
     except UserError:
         raise

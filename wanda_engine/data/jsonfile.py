@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from wanda_engine.errors import UserError
 
-from .base import CalibrationSet, Request, one_line
+from .base import CalibrationSet, Request, one_line, quiet_datasets
 from .registry import register_extensions
 from .sampling import Records, record_to_text, records_set
 
@@ -19,21 +19,22 @@ def dataset_records(ds, req: Request, where: str) -> tuple[Records, str]:
     return Records(len(ds), lambda i: to_text(ds[i]), where), how
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost cause: datasets wraps a parse error into a generic 'error while generating' one."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 @register_extensions(".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 def load(req: Request, path: str) -> CalibrationSet:
-    import datasets
-
     builder = "parquet" if path.lower().endswith(".parquet") else "json"
-    quiet = not datasets.utils.logging.is_progress_bar_enabled()
-    datasets.utils.logging.disable_progress_bar()
     try:
-        ds = datasets.load_dataset(builder, data_files=path, split="train")
+        with quiet_datasets() as datasets:
+            ds = datasets.load_dataset(builder, data_files=path, split="train")
     except Exception as exc:
         kind = "Parquet" if builder == "parquet" else "JSON lines / a JSON list of records"
-        raise UserError(f"cannot read {path!r} as {kind} ({one_line(exc)}); check the file") from None
-    finally:
-        if not quiet:
-            datasets.utils.logging.enable_progress_bar()
+        raise UserError(f"cannot read {path!r} as {kind} ({one_line(_root_cause(exc))}); check the file") from None
     where = f"{path} ({len(ds):,} records, loaded with datasets '{builder}')"
     records, how = dataset_records(ds, req, path)
     return records_set(records, req, f"{where}; {how}")

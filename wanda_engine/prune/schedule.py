@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 import kernels
 
 from ..errors import UserError
+from ..models.architecture import block_weight_matrices
 from ..models.blocks import decoder_blocks, linear_layers
 from .methods import PruningMethod
 from .sparsity import SparsityTarget
@@ -82,11 +83,17 @@ def capture_block_inputs(
 def call_block(block: nn.Module, batch: BlockBatch) -> torch.Tensor:
     """One decoder block on one batch, with the kwargs captured from the model (no KV cache). Hidden
     states kept in host memory (they did not fit on the GPU) go to the block's device and back."""
+    return _call_block(block, batch)[0]
+
+
+def _call_block(block: nn.Module, batch: BlockBatch) -> tuple[torch.Tensor, bool]:
+    """call_block's output, and whether the block returned it as a tuple (some models' blocks do)."""
     hidden = batch.hidden
     compute = next(block.parameters()).device
     out = block(hidden.to(compute, non_blocking=True), use_cache=False, **batch.kwargs)
-    out = out[0] if isinstance(out, tuple) else out
-    return out if out.device == hidden.device else out.to(hidden.device)
+    as_tuple = isinstance(out, tuple)
+    out = out[0] if as_tuple else out
+    return (out if out.device == hidden.device else out.to(hidden.device)), as_tuple
 
 
 def store_output(batch: BlockBatch, output: torch.Tensor) -> None:
@@ -188,8 +195,8 @@ class StatisticsPass:
 class PruneOutcome:
     per_layer: dict[str, float] = field(default_factory=dict)  # full linear name → achieved sparsity
     block_sparsity: list[float] = field(default_factory=list)  # target per block
-    pruned_params: int = 0
-    total_params: int = 0
+    pruned_params: int = 0  # weights the method zeroed
+    total_params: int = 0  # every weight matrix entry of the pruned blocks (models.architecture.block_weight_matrices)
     prune_s: float = 0.0  # the block loop, without block_io_s and the riders' time
     block_io_s: float = 0.0  # streamed runs: reading each block, writing it out pruned, resume checkpoints
 
@@ -218,6 +225,7 @@ class Riders:
     dense: list[BlockBatch] = field(default_factory=list)
     pruned: list[BlockBatch] = field(default_factory=list)
     seconds: float = 0.0  # time spent moving them, kept out of prune_s
+    blocks_return_tuple: bool = False  # how the blocks return their output (the logits are made through the model's forward)
 
 
 @torch.no_grad()
@@ -266,10 +274,10 @@ def prune_blocks(
             pruned = int(mask.sum())
             outcome.per_layer[f"{store.prefix}{index}.{name}"] = pruned / mask.numel()
             outcome.pruned_params += pruned
-            outcome.total_params += mask.numel()
+        outcome.total_params += sum(param.numel() for param in block_weight_matrices(block).values())
         if riders is not None:
             rider_started = time.perf_counter()
-            _advance(block, riders.pruned)
+            riders.blocks_return_tuple = _advance(block, riders.pruned)
             rider_seconds += time.perf_counter() - rider_started
         io_started = time.perf_counter()
         store.release(index, block, pruned=True)
@@ -294,6 +302,10 @@ def as_block_store(blocks: "BlockStore | nn.Module") -> BlockStore:
     return blocks
 
 
-def _advance(block: nn.Module, batches: list[BlockBatch]) -> None:
+def _advance(block: nn.Module, batches: list[BlockBatch]) -> bool:
+    """Run `batches` through `block`; returns whether the block returns tuples."""
+    as_tuple = False
     for batch in batches:
-        store_output(batch, call_block(block, batch))
+        output, as_tuple = _call_block(block, batch)
+        store_output(batch, output)
+    return as_tuple

@@ -22,6 +22,11 @@ from ..sparsity import SparsityTarget
 class Schedule(Protocol):
     summary: str  # one line for --help and reports
 
+    def check_block(self, block: nn.Module) -> None:
+        """Raise UserError when this schedule cannot prune blocks like `block` (whose parameters may be
+        on the meta device): called on the model's structure before any weight is read."""
+        ...
+
     def prune_block(
         self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
     ) -> dict[str, torch.Tensor]:

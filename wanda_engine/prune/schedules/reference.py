@@ -21,6 +21,9 @@ from . import SCHEDULES
 class ReferenceSchedule:
     summary = "dense pass for statistics, prune, pruned pass for outputs (mask-exact with the reference)"
 
+    def check_block(self, block: nn.Module) -> None:
+        """Any block whose weight matrices are linears (checked by the caller) can be run so."""
+
     def prune_block(
         self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
     ) -> dict[str, torch.Tensor]:

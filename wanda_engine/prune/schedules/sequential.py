@@ -112,17 +112,23 @@ def _first_sample(batch: BlockBatch) -> BlockBatch | None:
     return BlockBatch(batch.hidden[:1], {key: cut(value) for key, value in batch.kwargs.items()}, token_mask)
 
 
+def _check_layout(block: nn.Module) -> None:
+    """Refuse a block whose submodules are not the LLaMA layout the split relies on (works on a block
+    whose parameters are on meta, so it runs before any weight is read)."""
+    children = {name for name, _ in block.named_children()}
+    if children != _BLOCK_CHILDREN:
+        raise _refuse(block, f"submodules {sorted(children)}, expected {sorted(_BLOCK_CHILDREN)}")
+    linear_names = set(linear_layers(block))
+    if linear_names != _LINEARS:
+        raise _refuse(block, f"linear layers {sorted(linear_names)}, expected {sorted(_LINEARS)}")
+
+
 class _SplitBlock:
     """A LLaMA-style decoder block split at its linears: norm → attention → o_proj → residual → norm →
     MLP up to down_proj → down_proj → residual. Methods take and return tensors on the block's device."""
 
     def __init__(self, block: nn.Module) -> None:
-        children = {name for name, _ in block.named_children()}
-        if children != _BLOCK_CHILDREN:
-            raise _refuse(block, f"submodules {sorted(children)}, expected {sorted(_BLOCK_CHILDREN)}")
-        linear_names = set(linear_layers(block))
-        if linear_names != _LINEARS:
-            raise _refuse(block, f"linear layers {sorted(linear_names)}, expected {sorted(_LINEARS)}")
+        _check_layout(block)
         self.block = block
         self.attention = block.self_attn
         self.mlp = block.mlp
@@ -239,6 +245,9 @@ class _SplitBlock:
 @SCHEDULES.register("sequential")
 class SequentialSchedule:
     summary = "each linear applied once; its statistic from inputs of the already-pruned upstream linears"
+
+    def check_block(self, block: nn.Module) -> None:
+        _check_layout(block)
 
     @torch.no_grad()
     def prune_block(
