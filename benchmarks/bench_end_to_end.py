@@ -29,7 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.reference_wanda import reference_prune  # noqa: E402
 from wanda_engine.models import decoder_blocks, linear_layers  # noqa: E402
 from wanda_engine.prune.methods import METHODS  # noqa: E402
-from wanda_engine.prune.schedule import call_block, capture_block_inputs, prune_blocks  # noqa: E402
+from wanda_engine.prune.batches import call_block, capture_block_inputs  # noqa: E402
+from wanda_engine.prune.block_loop import prune_blocks  # noqa: E402
 from wanda_engine.prune.schedules import SCHEDULES  # noqa: E402
 from wanda_engine.prune.sparsity import parse_sparsity  # noqa: E402
 
@@ -56,15 +57,12 @@ def _schedule_available(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def dense_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from wanda_engine.testing import random_llama
 
-    config = LlamaConfig(
-        vocab_size=1024, hidden_size=HIDDEN, intermediate_size=HIDDEN * 11 // 4 // 8 * 8, num_hidden_layers=BLOCKS,
-        num_attention_heads=max(HIDDEN // 64, 1), num_key_value_heads=max(HIDDEN // 256, 1),
-        max_position_embeddings=max(SEQLEN, 256), tie_word_embeddings=False,
+    model = random_llama(
+        layers=BLOCKS, hidden=HIDDEN, heads=max(HIDDEN // 64, 1), kv_heads=max(HIDDEN // 256, 1),
+        intermediate=HIDDEN * 11 // 4 // 8 * 8, vocab=1024, max_positions=max(SEQLEN, 256), pad_token_id=None,
     )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
     model.config.use_cache = False
     return model
 

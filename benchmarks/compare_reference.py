@@ -21,7 +21,9 @@ from wanda_engine import data
 from wanda_engine.eval import perplexity
 from wanda_engine.models import decoder_blocks, linear_layers, load_model
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.schedule import capture_block_inputs, prune_blocks
+from wanda_engine.prune.batches import capture_block_inputs
+from wanda_engine.prune.block_loop import prune_blocks
+from wanda_engine.prune.schedules import SCHEDULES
 from wanda_engine.prune.sparsity import parse_sparsity
 
 
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> str:
         engine_model = load_model(None, log=lambda *_: None).model
         started = time.perf_counter()
         batches = capture_block_inputs(engine_model, calib.input_ids, calib.attention_mask, args.batch_size, torch.device("cpu"))
-        outcome = prune_blocks(engine_model, batches, METHODS.get("wanda"), [target] * len(decoder_blocks(engine_model)), progress=False)
+        outcome = prune_blocks(engine_model, batches, METHODS.get("wanda"), [target] * len(decoder_blocks(engine_model)),
+                               schedule=SCHEDULES.get("reference"), progress=False)
         engine_s = time.perf_counter() - started
         del batches
         reference_model = load_model(None, log=lambda *_: None).model

@@ -11,7 +11,8 @@ peak RSS is its own (the suite reads it back with os.wait4; each also reports ru
     python -m benchmarks.sides eval --out FILE.json --eval SPEC --seqlen L --eval_limit K MODEL...
         perplexity of each model (a saved directory, or "embedded") with the engine's evaluator
     python -m benchmarks.sides random-model --out DIR --layers N [--hidden 1024 ...]
-        a random-initialised LLaMA saved as several safetensors shards, with the tests' tiny tokenizer
+        a random-initialised LLaMA saved as several safetensors shards, with the tiny tokenizer of
+        wanda_engine.testing
     python -m benchmarks.sides random-gguf --out FILE.gguf --layers N [--hidden 1024 ...]
         the same shape of random LLaMA as a GGUF file (Q8_0 matrices, F16 v_proj, F32 norms), as llama.cpp
         lays it out
@@ -28,7 +29,6 @@ peak RSS is its own (the suite reads it back with os.wait4; each also reports ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -40,8 +40,6 @@ from wanda_engine.memory import peak_rss_mb  # light: no torch import
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _log(message: str) -> None:
@@ -139,7 +137,7 @@ def floor(args) -> int:
     import torch
 
     from wanda_engine.models import decoder_blocks
-    from wanda_engine.prune.schedule import call_block, capture_block_inputs
+    from wanda_engine.prune.batches import call_block, capture_block_inputs
 
     loaded = _load(args.model)
     calib = _calibration(loaded, args)
@@ -195,31 +193,20 @@ def evaluate(args) -> int:
     return 0
 
 
-def tiny_tokenizer():
-    """The tests' offline byte-level tokenizer (tests/model_helpers.py), loaded by path: tests/ is no package."""
-    spec = importlib.util.spec_from_file_location("_wanda_model_helpers", REPO_ROOT / "tests" / "model_helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_tokenizer()
-
-
 def random_model(args) -> int:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
+
+    from wanda_engine.testing import random_llama, tiny_tokenizer
 
     hf_logging.disable_progress_bar()
     tokenizer = tiny_tokenizer()
     if args.vocab < len(tokenizer):
         raise SystemExit(f"--vocab {args.vocab} is smaller than the tokenizer's {len(tokenizer)} entries")
-    config = LlamaConfig(
-        vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-        max_position_embeddings=args.max_positions, tie_word_embeddings=False,
+    model = random_llama(
+        layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
+        intermediate=args.intermediate, vocab=args.vocab, max_positions=args.max_positions, seed=args.seed,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
-    torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(config).eval()  # default init (std 0.02): activations stay finite at any depth
     out = Path(args.out)
     model.save_pretrained(out, safe_serialization=True, max_shard_size=args.shard_size)
     tokenizer.save_pretrained(out)
@@ -231,73 +218,9 @@ def random_model(args) -> int:
     return 0
 
 
-def write_random_gguf(
-    path: Path, *, layers: int, hidden: int, heads: int, kv_heads: int, intermediate: int, vocab: int,
-    tied: bool = False, seed: int = 0, rope_freqs: bool = False,
-) -> dict:
-    """A random LLaMA as a GGUF file, tensor names and layout as llama.cpp writes them: Q8_0 matrices,
-    F16 v_proj (a float type beside the blocks), F32 norms; a sentencepiece-style vocabulary of made-up
-    tokens; with `rope_freqs`, the rotary factors tensor Llama 3.1 files carry. Returns {"params",
-    "bytes"}. Tensors are generated and quantized one at a time."""
-    import gguf
-    import numpy as np
-    from gguf import GGMLQuantizationType as Q
-
-    rng = np.random.default_rng(seed)
-    kv_width = kv_heads * (hidden // heads)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("random llama")
-    writer.add_block_count(layers)
-    writer.add_context_length(2048)
-    writer.add_embedding_length(hidden)
-    writer.add_feed_forward_length(intermediate)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(vocab - 3)])
-    writer.add_token_scores([0.0] * 3 + [-float(i) for i in range(vocab - 3)])
-    writer.add_token_types([2, 3, 3] + [1] * (vocab - 3))
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    params = 0
-
-    def add(name: str, shape: tuple[int, ...], qtype=Q.Q8_0) -> None:
-        nonlocal params
-        values = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float32)
-        params += values.size
-        if qtype == Q.F32:
-            writer.add_tensor(name, values)
-        elif qtype == Q.F16:
-            writer.add_tensor(name, values.astype(np.float16))
-        else:
-            writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
-
-    add("token_embd.weight", (vocab, hidden))
-    for i in range(layers):
-        add(f"blk.{i}.attn_norm.weight", (hidden,), Q.F32)
-        add(f"blk.{i}.attn_q.weight", (hidden, hidden))
-        add(f"blk.{i}.attn_k.weight", (kv_width, hidden))
-        add(f"blk.{i}.attn_v.weight", (kv_width, hidden), Q.F16)
-        add(f"blk.{i}.attn_output.weight", (hidden, hidden))
-        add(f"blk.{i}.ffn_norm.weight", (hidden,), Q.F32)
-        add(f"blk.{i}.ffn_gate.weight", (intermediate, hidden))
-        add(f"blk.{i}.ffn_up.weight", (intermediate, hidden))
-        add(f"blk.{i}.ffn_down.weight", (hidden, intermediate))
-    add("output_norm.weight", (hidden,), Q.F32)
-    if rope_freqs:
-        add("rope_freqs.weight", (hidden // heads // 2,), Q.F32)
-    if not tied:
-        add("output.weight", (vocab, hidden))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return {"params": params, "bytes": Path(path).stat().st_size}
-
-
 def random_gguf(args) -> int:
+    from wanda_engine.testing import write_random_gguf
+
     facts = write_random_gguf(
         Path(args.out), layers=args.layers, hidden=args.hidden, heads=args.heads, kv_heads=args.kv_heads,
         intermediate=args.intermediate, vocab=args.vocab, seed=args.seed,
@@ -310,7 +233,7 @@ def random_gguf(args) -> int:
 def gguf_convert(args) -> int:
     from transformers.utils import logging as hf_logging
 
-    from wanda_engine.models.gguf_convert import convert_gguf
+    from wanda_engine.models.gguf.convert import convert_gguf
 
     hf_logging.disable_progress_bar()
     model_dir = Path(args.out) / "model"

@@ -1,64 +1,19 @@
-"""Tiny models and a tiny tokenizer for the engine tests (no hub, no GPU, no ../shared)."""
+"""Test-only helpers: tiny models of other architectures, saved weights, quick run configs, padded
+calibration; the tiny LLaMA and tokenizer come from wanda_engine.testing (no hub, no GPU, no ../shared)."""
 
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-# name → (hidden, heads, kv heads, intermediate, blocks): one with GQA and widths that are multiples
-# of 8, one whose widths are multiples of 4 but not of 8 (kernels must not assume tile-friendly sizes).
-TINY_SHAPES = {
-    "gqa": (64, 4, 2, 128, 3),
-    "odd": (36, 3, 1, 100, 2),
-}
-
-
-TINY_VOCAB = 320  # the byte-level tokenizer below has 291 entries
-SAMPLE_TEXT = (
-    "Pruning removes weights from a trained network. Wanda scores each weight by its magnitude times the "
-    "norm of the input activations it multiplies, and prunes the lowest scores in every output row. "
-    "Calibration text decides which activations are large; perplexity measures what pruning cost. "
+# The builders benchmarks/ shares live in wanda_engine.testing; re-exported for the tests that import them here.
+from wanda_engine.testing import (  # noqa: F401
+    SAMPLE_TEXT,
+    TINY_SHAPES,
+    TINY_VOCAB,
+    tiny_llama,
+    tiny_tokenizer,
+    write_random_gguf,
 )
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained in a moment on a fixed sentence: no hub, no unknown bytes."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=291, special_tokens=["<unk>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator([SAMPLE_TEXT] * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
-    )
-
-
-def tiny_llama(shape: str = "gqa", vocab_size: int = TINY_VOCAB, seed: int = 0, max_positions: int = 256) -> LlamaForCausalLM:
-    hidden, heads, kv_heads, intermediate, blocks = TINY_SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=blocks,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
-    # Random init gives tiny weights around 0.02; widen them so activations and scores are well spread.
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.normal_(0, 0.2)
-    return model
 
 
 def padded_calibration() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,3 +116,17 @@ def tiny_run_config(model_dir: str, text_file: str, tmp_path, **overrides):
     )
     settings.update(overrides)
     return PruneConfig(**settings)
+
+
+def text_perplexity(model_dir, text_file: str, seqlen: int, limit: int | None = None) -> float:
+    """The perplexity of the model saved in `model_dir` on `text_file` (the engine's protocol), computed
+    here from the saved files: what a run's report must agree with."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from wanda_engine.eval import perplexity
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = AutoTokenizer.from_pretrained(model_dir)(Path(text_file).read_text(), return_tensors="pt").input_ids[0]
+    return perplexity(model, ids, seqlen, limit=limit, progress=False)[0]

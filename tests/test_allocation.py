@@ -23,10 +23,13 @@ from wanda_engine.prune.allocation.solve import (
 )
 from wanda_engine.prune.importance import block_profile, measure_block_importance
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.schedule import StatisticsPass, capture_block_inputs, prune_blocks
+from wanda_engine.prune.batches import capture_block_inputs
+from wanda_engine.prune.block_loop import prune_blocks
+from wanda_engine.prune.schedules import SCHEDULES
+from wanda_engine.prune.statistics import StatisticsPass
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from model_helpers import tiny_llama
+from model_helpers import text_perplexity, tiny_llama
 from test_cli import base_args, run_cli
 
 # --------------------------------------------------------------------------------------------------
@@ -276,7 +279,7 @@ def test_tier_types_prune_each_tier_with_its_pattern():
     importance = measure_block_importance(model, batches, progress=False)
     options = allocation_options("three_tier", SparsityTarget(0.5), tier_types="4:8,2:4,unstructured")
     allocation = ALLOCATIONS.get("three_tier").allocate(SparsityTarget(0.5), block_profile(model, importance.influence), options)
-    prune_blocks(model, batches, METHODS.get("wanda"), allocation.targets, progress=False)
+    prune_blocks(model, batches, METHODS.get("wanda"), allocation.targets, schedule=SCHEDULES.get("reference"), progress=False)
     for block, target in zip(decoder_blocks(model), allocation.targets):
         for name, linear in linear_layers(block).items():
             zeros = linear.weight == 0
@@ -292,7 +295,7 @@ def test_row_rounding_prediction_matches_the_pruned_model():
     batches = _batches(model)
     profile = block_profile(model, [0.9, 0.1, 0.5], row_rounding=True)
     allocation = ALLOCATIONS.get("three_tier").allocate(SparsityTarget(0.6), profile, AllocationOptions())
-    outcome = prune_blocks(model, batches, METHODS.get("wanda"), allocation.targets, progress=False)
+    outcome = prune_blocks(model, batches, METHODS.get("wanda"), allocation.targets, schedule=SCHEDULES.get("reference"), progress=False)
     assert outcome.pruned_params == rowwise_pruned(allocation.ratios, profile.shapes)
 
 
@@ -315,7 +318,8 @@ def _run(tiny_model_dir, calibration_text_file, tmp_path, capsys, name, extra, e
 def test_each_policy_end_to_end(policy, tiny_model_dir, calibration_text_file, tmp_path, capsys):
     code, out, err, save, report = _run(
         tiny_model_dir, calibration_text_file, tmp_path, capsys, policy,
-        ["--sparsity_allocation", policy, "--sparsity_ratio", "0.6"], eval_none=policy != "three_tier",
+        ["--sparsity_allocation", policy, "--sparsity_ratio", "0.6", "--save_model", str(tmp_path / "pruned")],
+        eval_none=policy != "three_tier",
     )
     assert code == 0, err
     allocation = report["allocation"]
@@ -339,7 +343,8 @@ def test_each_policy_end_to_end(policy, tiny_model_dir, calibration_text_file, t
         assert sorted(allocation["tiers"]) == ["high", "low", "middle"]
         high = allocation["tiers"].index("high")
         assert report["block_importance"]["influence"][high] == max(report["block_importance"]["influence"])
-        assert report["ppl_pruned"] > 0
+        # the reported perplexity is that of the model it saved, pruned block by block at the tiers' ratios
+        assert report["ppl_pruned"] == pytest.approx(text_perplexity(tmp_path / "pruned", calibration_text_file, 32, 3), rel=1e-5)
         assert allocation["tier_delta_used"] == pytest.approx(0.1) and "tier_delta=auto (0.1)" in md
 
 

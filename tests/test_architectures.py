@@ -52,8 +52,8 @@ def test_streamed_and_whole_model_agree(key, model_dirs, calibration_text_file, 
         for name, tensor in whole.items():
             assert torch.equal(streamed[name], tensor), (key, schedule, name)
         for field in ("ppl_dense", "ppl_pruned"):
-            assert reports["streamed"][field] == pytest.approx(reports["whole"][field], rel=1e-5), (key, schedule, field)
-        assert reports["streamed"]["actual_sparsity"] == reports["whole"]["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
+            assert getattr(reports["streamed"], field) == pytest.approx(getattr(reports["whole"], field), rel=1e-5), (key, schedule, field)
+        assert reports["streamed"].actual_sparsity == reports["whole"].actual_sparsity == pytest.approx(0.5, abs=1e-3)
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "partial, temp or lock files left"
 
 
@@ -68,8 +68,8 @@ def test_streamed_dense_perplexity_is_the_models_own(key, model_dirs, calibratio
 
     ids = AutoTokenizer.from_pretrained(model_dirs[key])(Path(calibration_text_file).read_text(), return_tensors="pt").input_ids[0]
     expected, windows = perplexity(model, ids, 32, limit=3, progress=False)
-    assert report["streamed"] and report["eval_windows"] == windows
-    assert report["ppl_dense"] == pytest.approx(expected, rel=1e-5)
+    assert report.streamed and report.eval_windows == windows
+    assert report.ppl_dense == pytest.approx(expected, rel=1e-5)
 
 
 def test_gemma2_logit_softcapping_is_applied_in_streamed_evaluation(model_dirs, calibration_text_file, tmp_path):
@@ -124,7 +124,7 @@ def test_qwen2_with_sliding_layers_is_refused_beyond_its_window(calibration_text
     with pytest.raises(UserError, match="--seqlen 32: .*16-token sliding window"):
         run_prune(_config(str(tmp_path / "qwen2"), calibration_text_file, tmp_path), log=lambda *_: None)
     report = run_prune(_config(str(tmp_path / "qwen2"), calibration_text_file, tmp_path, seqlen=16), log=lambda *_: None)
-    assert report["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert report.actual_sparsity == pytest.approx(0.5, abs=1e-3)
 
 
 def _readme_table() -> dict[str, dict[str, str]]:

@@ -1,16 +1,21 @@
-"""The helpers of `python -m benchmarks` (benchmarks/suite.py), without running any benchmark: goals,
-mask agreement on saved weights, rendering, and the intro/section-keeping atomic write. About a second."""
+"""The pieces of `python -m benchmarks` (benchmarks/suite.py and the modules it runs), without running any
+benchmark: goals, mask agreement on saved weights, rendering, and the intro/section-keeping atomic write.
+About a second."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from benchmarks import suite
-from benchmarks.suite import E2EResult, ScalingResult, Side
+from benchmarks import document, masks, measure, render, runner, suite
+from benchmarks.goals import evaluate_goals, growth_goals, rss_budget_mb
+from benchmarks.measure import E2EResult, ScalingResult
+from benchmarks.runner import Side
+from wanda_engine.report import MemoryReport
 
 
 def _side(key, prune_s, rss, ppl=None, agreement=None, available=True, note=""):
@@ -29,7 +34,7 @@ def _e2e_sides(seq_available=True):
 
 
 def test_goals_pass_fail_and_not_available():
-    goals = suite.evaluate_goals(_e2e_sides())
+    goals = evaluate_goals(_e2e_sides())
     status = {g.text: g.status for g in goals}
     assert len(goals) == 10
     assert status["reference: ≥ 99.9% identical mask entries"] == "pass"
@@ -40,42 +45,42 @@ def test_goals_pass_fail_and_not_available():
     sides = _e2e_sides()
     sides["engine_reference"].prune_s = 23.0                                     # 2.3× the floor
     sides["engine_sequential"].ppl = 62.2                                        # +0.8% over reference
-    status = {g.text: g.status for g in suite.evaluate_goals(sides)}
+    status = {g.text: g.status for g in evaluate_goals(sides)}
     assert status["reference: prune stage ≤ 2.2× the floor"] == "FAIL"
     assert status["sequential: ppl no worse than the reference schedule's by > 0.5%"] == "FAIL"
-    status = {g.text: g.status for g in suite.evaluate_goals(_e2e_sides(seq_available=False))}
+    status = {g.text: g.status for g in evaluate_goals(_e2e_sides(seq_available=False))}
     assert status["sequential: prune stage ≤ 1.3× the floor"] == "n/a"
     assert status["reference: ppl within 0.5% of the re-statement"] == "pass"
 
 
 def test_memory_budget_goal_from_the_reports_memory_figures():
     sides = _e2e_sides()
-    memory = {"block_weights_mb": 15.0, "embeddings_mb": 110.0, "hidden_states_mb": 35.0}
+    memory = MemoryReport.from_json({"block_weights_mb": 15.0, "embeddings_mb": 110.0, "hidden_states_mb": 35.0})
     for key in ("engine_reference", "engine_sequential"):
         sides[key].info["memory"] = memory
     sides["engine_sequential"].peak_rss_mb = 950.0
-    goals = {g.text: g for g in suite.evaluate_goals(sides, baseline_rss=450.0)}
+    goals = {g.text: g for g in evaluate_goals(sides, baseline_rss=450.0)}
     budget_text = "peak RSS ≤ 1.5× (block + hidden states + embeddings + baseline)"
-    assert suite.rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 610.0)  # 915 MB
+    assert rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 610.0)  # 915 MB
     assert goals[f"reference: {budget_text}"].status == "pass"                   # 700 MB
     assert goals[f"sequential: {budget_text}"].status == "FAIL"                  # 950 MB
     assert goals[f"sequential: {budget_text}"].value == "950 vs 915 MB"
-    assert {g.text: g.status for g in suite.evaluate_goals(sides)}[f"reference: {budget_text}"] == "n/a"  # no baseline
+    assert {g.text: g.status for g in evaluate_goals(sides)}[f"reference: {budget_text}"] == "n/a"  # no baseline
     # An untied lm_head is part of what a run holds; reports from before the field still budget.
-    sides["engine_reference"].info["memory"] = memory | {"lm_head_mb": 20.0}
-    assert suite.rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 630.0)
+    sides["engine_reference"].info["memory"] = MemoryReport(15.0, 110.0, 20.0, 35.0)
+    assert rss_budget_mb(sides["engine_reference"], 450.0) == pytest.approx(1.5 * 630.0)
 
 
 def test_scaling_growth_goal_only_for_a_fourfold_depth():
     def sides(rss):
         return {"engine_reference": _side("engine_reference", 1.0, rss), "engine_sequential": _side("engine_sequential", 1.0, 2 * rss)}
 
-    lines = suite._growth_goals({8: sides(800), 32: sides(1000)}, 8, 32)
+    lines = growth_goals({8: sides(800), 32: sides(1000)}, 8, 32)
     assert "- engine_reference: pass (+25%: 800 → 1000 MB)" in lines
     assert "- engine_sequential: pass (+25%: 1600 → 2000 MB)" in lines
-    lines = suite._growth_goals({8: sides(800), 32: sides(1100)}, 8, 32)
+    lines = growth_goals({8: sides(800), 32: sides(1100)}, 8, 32)
     assert "- engine_reference: **FAIL** (+38%: 800 → 1100 MB)" in lines
-    assert suite._growth_goals({2: sides(800), 4: sides(1100)}, 2, 4) == []
+    assert growth_goals({2: sides(800), 4: sides(1100)}, 2, 4) == []
 
 
 def test_mask_agreement_reads_only_block_linears(tmp_path):
@@ -91,15 +96,15 @@ def test_mask_agreement_reads_only_block_linears(tmp_path):
     save_file({"model.layers.0.mlp.up_proj.weight": wb}, str(b / "model-00001.safetensors"))
     save_file({"model.layers.0.input_layernorm.weight": torch.ones(4), "model.embed_tokens.weight": torch.ones(8, 4)},
               str(b / "model-00002.safetensors"))
-    assert suite.mask_agreement(a, b) == (14, 16)
-    assert suite.mask_agreement(a, a) == (16, 16)
+    assert masks.mask_agreement(a, b) == (14, 16)
+    assert masks.mask_agreement(a, a) == (16, 16)
 
 
 def test_fastest_run_counts_and_the_others_models_go(tmp_path):
     slow, fast = (Side("engine_reference", "engine", prune_s=t, model_dir=tmp_path / str(t)) for t in (30.0, 20.0))
     for run in (slow, fast):
         run.model_dir.mkdir()
-    best = suite.fastest([slow, fast])
+    best = measure.fastest([slow, fast])
     assert best is fast and best.runs_s == [30.0, 20.0]
     assert fast.model_dir.is_dir() and not slow.model_dir.exists()
 
@@ -111,7 +116,7 @@ def test_render_e2e_and_scaling_tables():
         commands=["    python cli.py prune"], measured="now", repeats=2,
     )
     e2e.groups[0][1]["engine_reference"].runs_s = [20.0, 22.5]
-    text = suite.render_e2e(e2e, baseline_rss=450.0)
+    text = render.render_e2e(e2e, baseline_rss=450.0)
     assert "| unstructured 0.5 | engine_reference | 20.0 | 20.0, 22.5 | 2.00× | 2.50× | 99.9500% |" in text
     assert "ran 2 times" in text
     assert "not available: error: x" in text and "29.200 (dense)" in text
@@ -130,7 +135,7 @@ def test_render_e2e_and_scaling_tables():
         shape=dict(hidden=1024, heads=16, kv_heads=4, intermediate=2816, vocab=32000), shard_size="200MB",
         nsamples=8, seqlen=256, batch_size=8, has_no_stream=True, commands=[], measured="now",
     )
-    text = suite.render_scaling(scaling, baseline_rss=None)
+    text = render.render_scaling(scaling, baseline_rss=None)
     assert "one block = 45.0 MB" in text
     assert "| engine_reference | 600 | 600 | +0 MB (1.00×) | +0.0 |" in text
     assert "| restatement | 860 | 1940 | +1080 MB (2.26×) | +45.0 |" in text
@@ -144,7 +149,7 @@ def test_render_e2e_and_scaling_tables():
 
     scaling.conversions = {8: conversion(8), 32: conversion(32)}
     scaling.gguf_facts = {8: {"params": 1e8, "bytes": 110 * 2**20}, 32: {"params": 4e8, "bytes": 440 * 2**20}}
-    text = suite.render_scaling(scaling, baseline_rss=None)
+    text = render.render_scaling(scaling, baseline_rss=None)
     assert "- 32 blocks: 400M parameters, GGUF file 440 MB" in text
     assert "| gguf_convert | 12.0 | 420 | 48.0 | 420 | +0 MB (1.00×) |" in text
     assert "| gguf_whole | 8.0 | 720 | 32.0 | 1680 | +960 MB (2.33×) |" in text
@@ -152,30 +157,34 @@ def test_render_e2e_and_scaling_tables():
 
 def test_compose_keeps_intro_and_sections_written_atomically(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    suite.write_atomic(out, suite.compose(suite.DEFAULT_INTRO, "## This run", {"e2e": "## E2E\n\ntable one"}))
+    document.write_atomic(out, document.compose(document.DEFAULT_INTRO, "## This run", {"e2e": "## E2E\n\ntable one"}))
     text = out.read_text()
     assert "docs/allocation.md" in text and "Not generated yet: run `python -m benchmarks --only scaling`" in text
     edited = text.replace("How to read the tables:", "How to read the tables (edited by hand):")
     out.write_text(edited)
-    intro, sections = suite.existing_parts(out)
+    intro, sections = document.existing_parts(out)
     assert "edited by hand" in intro and sections["e2e"] == "## E2E\n\ntable one"
     sections["kernels"] = "## Kernels\n\nnew"
-    suite.write_atomic(out, suite.compose(intro, "## This run", sections))
-    again_intro, again = suite.existing_parts(out)
+    document.write_atomic(out, document.compose(intro, "## This run", sections))
+    again_intro, again = document.existing_parts(out)
     assert again_intro == intro and again["e2e"] == "## E2E\n\ntable one" and again["kernels"] == "## Kernels\n\nnew"
     assert [p.name for p in tmp_path.iterdir()] == ["BENCHMARKS.md"]  # no temp file left behind
 
 
 def test_run_child_reports_its_own_peak_rss(tmp_path):
-    child = suite.run_child([sys.executable, "-c", "b = bytearray(64 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+    child = runner.run_child([sys.executable, "-c", "b = bytearray(64 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
                             tmp_path / "log.txt", timeout_s=60)
     assert child.rc == 0 and child.peak_rss_mb >= 64
-    failing = suite.run_child([sys.executable, "-c", "import sys; print('error: bad flag', file=sys.stderr); sys.exit(2)"],
+    failing = runner.run_child([sys.executable, "-c", "import sys; print('error: bad flag', file=sys.stderr); sys.exit(2)"],
                               tmp_path / "log2.txt", timeout_s=60)
     assert failing.rc == 2 and failing.error_line() == "error: bad flag"
 
 
 def test_only_parsing():
     assert suite.parse_only("kernels,e2e") == ["e2e", "kernels"]
-    with pytest.raises(Exception):
+    assert suite.parse_only(None) == suite.parse_only("") == ["e2e", "scaling", "kernels"]
+    # argparse turns ArgumentTypeError into a usage error that shows this message
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^--only 'e2e,gpu': choose from e2e, scaling, kernels$"):
         suite.parse_only("e2e,gpu")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^--only ',': choose from"):
+        suite.parse_only(",")

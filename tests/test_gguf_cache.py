@@ -15,12 +15,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import cli
-from benchmarks.sides import write_random_gguf
-from model_helpers import TINY_SHAPES
+from model_helpers import TINY_SHAPES, write_random_gguf
 from wanda_engine.errors import UserError
-from wanda_engine.models import gguf_convert, loading
+from wanda_engine.models.gguf import cache as gguf_cache
+from wanda_engine.models.gguf import convert as gguf_convert
+from wanda_engine.models.gguf import protocol
 from wanda_engine.digests import ENDS_BYTES as _GGUF_KEY_BYTES
-from wanda_engine.models.loading import _child_failure, _gguf_cache_dir, load_model
+from wanda_engine.models.loading import load_model
 from wanda_engine.models.streaming import ShardWriter
 
 
@@ -37,23 +38,24 @@ def test_same_content_elsewhere_shares_the_cache_dir(tmp_path):
     second.parent.mkdir()
     shutil.copyfile(first, second)
     os.utime(second, (1, 1))  # another install time
-    assert _gguf_cache_dir(first, tmp_path / "cache") == _gguf_cache_dir(second, tmp_path / "cache")
+    assert gguf_cache.conversion_dir(first, tmp_path / "cache") == gguf_cache.conversion_dir(second, tmp_path / "cache")
 
 
 def test_other_content_or_size_gets_another_cache_dir(tmp_path):
     payload = bytearray(os.urandom(3 * _GGUF_KEY_BYTES))
-    base = _gguf_cache_dir(_write(tmp_path / "a" / "model.gguf", bytes(payload)), tmp_path)
+    base = gguf_cache.conversion_dir(_write(tmp_path / "a" / "model.gguf", bytes(payload)), tmp_path)
     payload[0] ^= 1  # header
-    head = _gguf_cache_dir(_write(tmp_path / "b" / "model.gguf", bytes(payload)), tmp_path)
+    head = gguf_cache.conversion_dir(_write(tmp_path / "b" / "model.gguf", bytes(payload)), tmp_path)
     payload[0] ^= 1
     payload[-1] ^= 1  # last tensor data
-    tail = _gguf_cache_dir(_write(tmp_path / "c" / "model.gguf", bytes(payload)), tmp_path)
-    longer = _gguf_cache_dir(_write(tmp_path / "d" / "model.gguf", bytes(payload) + b"\0"), tmp_path)
-    small = _gguf_cache_dir(_write(tmp_path / "e" / "model.gguf", b"tiny"), tmp_path)  # shorter than the window
+    tail = gguf_cache.conversion_dir(_write(tmp_path / "c" / "model.gguf", bytes(payload)), tmp_path)
+    longer = gguf_cache.conversion_dir(_write(tmp_path / "d" / "model.gguf", bytes(payload) + b"\0"), tmp_path)
+    small = gguf_cache.conversion_dir(_write(tmp_path / "e" / "model.gguf", b"tiny"), tmp_path)  # shorter than the window
     assert len({base, head, tail, longer, small}) == 5
     assert base.name.startswith("model-")
 
 
+@pytest.mark.slow
 def test_broken_gguf_is_a_one_line_error_and_caches_nothing(tmp_path):
     broken = _write(tmp_path / "broken.gguf", b"GGUF\x03\x00\x00\x00truncated")
     cache = tmp_path / "cache"
@@ -74,7 +76,7 @@ def test_interrupted_conversion_stops_the_child_and_leaves_nothing(tmp_path, mon
         children.append(child)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loading, "_follow_child", interrupted)
+    monkeypatch.setattr(protocol, "follow_child", interrupted)
     with pytest.raises(KeyboardInterrupt):
         load_model(str(broken), cache_dir=tmp_path / "cache", log=lambda _message: None)
     assert len(children) == 1 and children[0].returncode == -signal.SIGTERM  # stopped (still importing) and reaped
@@ -82,24 +84,24 @@ def test_interrupted_conversion_stops_the_child_and_leaves_nothing(tmp_path, mon
 
 
 def test_child_failure_names_the_cause():
-    assert _child_failure(1, "a warning\nerror: ValueError: bad header\nmore noise\n") == "ValueError: bad header"
-    assert "SIGKILL" in _child_failure(-9, "") and "memory" in _child_failure(-9, "")
-    assert "signal 40" in _child_failure(-40, "")  # real-time signals have no name
-    assert _child_failure(3, "") == "the converter exited with code 3"
+    assert protocol.child_failure(1, "a warning\nerror: ValueError: bad header\nmore noise\n") == "ValueError: bad header"
+    assert "SIGKILL" in protocol.child_failure(-9, "") and "memory" in protocol.child_failure(-9, "")
+    assert "signal 40" in protocol.child_failure(-40, "")  # real-time signals have no name
+    assert protocol.child_failure(3, "") == "the converter exited with code 3"
 
 
 def test_converter_reports_a_failure_as_one_line(tmp_path, capsys):
     broken = _write(tmp_path / "broken.gguf", b"GGUF\x03\x00\x00\x00truncated")
-    assert gguf_convert.main([str(broken), str(tmp_path / "out")]) == 1
+    assert protocol.child_main([str(broken), str(tmp_path / "out")]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(gguf_convert.ERROR_PREFIX) and captured.out == ""
+    assert len(lines) == 1 and lines[0].startswith(protocol.ERROR_PREFIX) and captured.out == ""
 
 
-def write_tiny_gguf(path, *, blocks: int, tied: bool = True, rope_freqs: bool = False) -> None:
+def write_tiny_gguf(path, *, blocks: int, tied: bool = True, **options) -> None:
     hidden, heads, kv_heads, intermediate, _ = TINY_SHAPES["gqa"]
     write_random_gguf(path, layers=blocks, hidden=hidden, heads=heads, kv_heads=kv_heads, intermediate=intermediate,
-                      vocab=64, tied=tied, rope_freqs=rope_freqs)
+                      vocab=64, tied=tied, **options)
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -131,24 +133,26 @@ def test_streamed_conversion_equals_transformers_gguf_loading(tmp_path, monkeypa
     assert AutoTokenizer.from_pretrained(str(out))("ab c").input_ids == AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=source.name)("ab c").input_ids
 
 
+@pytest.mark.slow
 def test_gguf_model_loads_streamed_with_a_progress_bar(tmp_path, capsys):
     source = tmp_path / "tiny.gguf"
-    write_tiny_gguf(source, blocks=2, rope_freqs=True)
+    write_tiny_gguf(source, blocks=2, extra_tensor="blk.0.unknown_thing.weight")
     loaded = load_model(str(source), cache_dir=tmp_path / "cache", stream=True, log=print)
     captured = capsys.readouterr()
     assert "converting tiny.gguf" in captured.err and "20/20" in captured.err  # the bar, at its end
     assert loaded.streamed and "peak RSS" in captured.out
     # a tensor the model has no place for is named, not dropped silently
-    assert "note: GGUF tensors with no place in LlamaForCausalLM, not converted: rope_freqs.weight" in captured.out
+    assert "note: GGUF tensors with no place in LlamaForCausalLM, not converted: blk.0.unknown_thing.weight" in captured.out
     assert not list((tmp_path / "cache" / "converted").glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_orphaned_temporary_directories_are_removed(tmp_path):
     converted = tmp_path / "cache" / "converted"
     child = subprocess.Popen(["true"])
     child.wait()  # a pid that no longer runs
-    orphan = converted / f"{loading._tmp_prefix()}{child.pid}-abc"
-    alive = converted / f"{loading._tmp_prefix()}{os.getpid()}-def"  # a conversion still running (this process)
+    orphan = converted / f"{gguf_cache.tmp_prefix()}{child.pid}-abc"
+    alive = converted / f"{gguf_cache.tmp_prefix()}{os.getpid()}-def"  # a conversion still running (this process)
     elsewhere = converted / f".tmp-other-host-{child.pid}-ghi"  # another machine's, on a shared cache
     for path in (orphan, alive, elsewhere):
         (path / "sub").mkdir(parents=True)
@@ -158,24 +162,31 @@ def test_orphaned_temporary_directories_are_removed(tmp_path):
     assert not orphan.exists() and alive.exists() and elsewhere.exists()
 
 
-def test_conversion_without_per_tensor_helpers_loads_the_whole_model(tmp_path, monkeypatch):
-    """Where a transformers version lacks the per-tensor GGUF helpers, the conversion goes through its
-    own loader (whole model at once) and gives the same tensors."""
+def test_conversion_needs_none_of_transformers_per_tensor_gguf_helpers(tmp_path, monkeypatch):
+    """The tensor name map and the Q/K un-permute are the engine's own (gguf-py's name map), so a
+    transformers without its legacy per-tensor GGUF helpers converts the same, a block at a time."""
+    import transformers.modeling_gguf_pytorch_utils as helpers
+
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=2, tied=False)
-    streamed, whole = tmp_path / "streamed", tmp_path / "whole"
-    for out in (streamed, whole):
-        out.mkdir()
-    gguf_convert.convert_gguf(source, streamed)
-    monkeypatch.setattr(gguf_convert, "_per_tensor_helpers", lambda: None)
-    notes = []
-    gguf_convert.convert_gguf(source, whole, note=notes.append)
-    assert "whole model at once" in notes[0]
-    expected = AutoModelForCausalLM.from_pretrained(str(streamed), dtype=torch.float32).state_dict()
-    for name, tensor in AutoModelForCausalLM.from_pretrained(str(whole), dtype=torch.float32).state_dict().items():
+    expected = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file=source.name, dtype=torch.float32).state_dict()
+
+    def gone(*_args, **_kwargs):
+        raise AssertionError("a per-tensor helper of transformers was used")
+
+    monkeypatch.setattr(helpers, "get_gguf_hf_weights_map", gone)
+    monkeypatch.setattr(helpers, "TENSOR_PROCESSORS", {})
+    monkeypatch.setattr(helpers.TensorProcessor, "process", gone)
+    out = tmp_path / "out"
+    out.mkdir()
+    gguf_convert.convert_gguf(source, out)
+    converted = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).state_dict()
+    assert set(converted) == set(expected)
+    for name, tensor in converted.items():
         assert torch.equal(tensor, expected[name]), name
 
 
+@pytest.mark.slow
 def test_gguf_model_is_refused_on_its_config_before_any_tensor_is_converted(tmp_path):
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=2)
@@ -197,6 +208,7 @@ def test_gguf_model_is_refused_on_its_config_before_any_tensor_is_converted(tmp_
     assert len(checked) == 1 and loaded.model is checked[0]  # checked once; that structure is the skeleton
 
 
+@pytest.mark.slow
 def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
     cache = tmp_path / "cache"
     source = tmp_path / "tiny.gguf"
@@ -224,6 +236,7 @@ def test_cache_command_lists_and_removes_conversions(tmp_path, capsys):
     assert list((cache / "converted").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_child_killed_during_the_config_check_is_a_one_line_error(tmp_path, monkeypatch):
     source = tmp_path / "tiny.gguf"
     write_tiny_gguf(source, blocks=1)
@@ -238,7 +251,7 @@ def test_child_killed_during_the_config_check_is_a_one_line_error(tmp_path, monk
         children[0].kill()
         children[0].wait()
 
-    monkeypatch.setattr(loading.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(protocol.subprocess, "Popen", Recorded)
     with pytest.raises(UserError, match="killed by SIGKILL"):
         load_model(str(source), cache_dir=tmp_path / "cache", check=kill_child, log=lambda _message: None, progress=False)
     assert list((tmp_path / "cache" / "converted").iterdir()) == []
@@ -254,6 +267,44 @@ def test_dequantize_by_rows_equals_whole_tensor_dequantize(monkeypatch, qtype):
     values = np.random.default_rng(0).standard_normal((2, 5, 64)).astype(np.float32)
     raw = values.astype(np.float16) if qtype == "F16" else values if qtype == "F32" else gguf.quants.quantize(values, kind)
     for data in (raw, raw[0, 0]):  # 3-D (10 rows: 4 chunks) and 1-D
-        by_rows = gguf_convert._dequantize_by_rows(data, kind, gguf.dequantize)
+        by_rows = gguf_convert.dequantize_by_rows(data, kind, gguf.dequantize)
         whole = gguf.dequantize(data, kind)
         assert by_rows.dtype == np.float32 and by_rows.shape == whole.shape and np.array_equal(by_rows, whole)
+
+
+@pytest.mark.parametrize("rope", [
+    {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64},  # Llama 3.1's shape
+    {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},  # Llama 3.2's
+    {"factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 100},
+])
+@pytest.mark.slow
+def test_llama3_rope_scaling_is_derived_from_rope_freqs(tmp_path, capsys, rope):
+    """A Llama 3.x GGUF carries its rope scaling only as the `rope_freqs` tensor (transformers' GGUF
+    loading drops it, and the frequencies are wrong beyond the original context): the converted config
+    gets llama3 rope parameters whose frequencies are those of the original model."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=1, llama3_rope=rope)
+    loaded = load_model(str(source), cache_dir=tmp_path / "cache", log=print, progress=False)
+    assert "rope scaling from the GGUF's rope_freqs: llama3" in capsys.readouterr().out
+    converted = loaded.model.config.rope_parameters
+    assert converted["rope_type"] == "llama3" and converted["factor"] == rope["factor"]
+    hidden, heads = loaded.model.config.hidden_size, loaded.model.config.num_attention_heads
+    original = LlamaConfig(hidden_size=hidden, num_attention_heads=heads, max_position_embeddings=2048,
+                           rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, **rope})
+    expected, _ = ROPE_INIT_FUNCTIONS["llama3"](original, "cpu")
+    assert torch.allclose(loaded.model.model.rotary_emb.inv_freq, expected, rtol=1e-5)
+    head_dim = hidden // heads
+    unscaled = 1.0 / 10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    assert not torch.allclose(expected, unscaled)  # the scaling changes some frequencies
+    loaded.close()
+
+
+@pytest.mark.slow
+def test_rope_freqs_of_no_llama3_shape_is_refused(tmp_path):
+    source = tmp_path / "tiny.gguf"
+    write_tiny_gguf(source, blocks=1, extra_tensor="rope_freqs.weight")  # random factors
+    with pytest.raises(UserError, match="rope_freqs tensor cannot be expressed as rope parameters"):
+        load_model(str(source), cache_dir=tmp_path / "cache", log=lambda _message: None, progress=False)

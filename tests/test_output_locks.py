@@ -18,6 +18,8 @@ import torch
 from model_helpers import saved_weights
 from wanda_engine.api import PruneConfig, run_prune
 
+pytestmark = pytest.mark.slow  # real processes
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
@@ -41,12 +43,12 @@ if where == "prune":
         return original(self, *args, **kwargs)
     ReferenceSchedule.prune_block = prune_block
 else:
-    from wanda_engine.models import loading
-    original = loading._convert_in_child
+    from wanda_engine.models import gguf
+    original = gguf.convert_in_child
     def convert(*args, **kwargs):
         pause()
         return original(*args, **kwargs)
-    loading._convert_in_child = convert
+    gguf.convert_in_child = convert
 import cli
 sys.exit(cli.main(sys.argv[4:]))
 """

@@ -12,7 +12,10 @@ from wanda_engine.api import PruneConfig, run_prune
 from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.schedule import StatisticsPass, call_block, capture_block_inputs, prune_blocks
+from wanda_engine.prune.batches import call_block, capture_block_inputs
+from wanda_engine.prune.block_loop import prune_blocks
+from wanda_engine.prune.schedules import schedule_for
+from wanda_engine.prune.statistics import StatisticsPass
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, tiny_llama, tiny_tokenizer
@@ -23,7 +26,8 @@ def engine_prune(model, input_ids, target: SparsityTarget, attention_mask=None, 
         attention_mask = torch.ones_like(input_ids)
     batches = capture_block_inputs(model, input_ids, attention_mask, batch_size, torch.device("cpu"))
     n_blocks = len(decoder_blocks(model))
-    return prune_blocks(model, batches, METHODS.get(method), [target] * n_blocks, progress=False)
+    pruning = METHODS.get("wanda").variant() if method == "wanda_variant" else METHODS.get(method)
+    return prune_blocks(model, batches, pruning, [target] * n_blocks, schedule=schedule_for(pruning, "reference"), progress=False)
 
 
 def masks_of(model) -> dict[str, torch.Tensor]:
@@ -90,7 +94,9 @@ def test_same_seed_same_masks():
 
 def test_magnitude_needs_no_calibration():
     model = tiny_llama("gqa")
-    outcome = prune_blocks(model, [], METHODS.get("magnitude"), [SparsityTarget(0.5)] * 3, progress=False)
+    magnitude = METHODS.get("magnitude")
+    outcome = prune_blocks(model, [], magnitude, [SparsityTarget(0.5)] * 3, schedule=schedule_for(magnitude, "reference"),
+                           progress=False)
     assert outcome.actual_sparsity == pytest.approx(0.5, abs=1e-3)
 
 
@@ -190,10 +196,10 @@ def test_mixed_attention_model_refused_beyond_its_sliding_window(tmp_path, calib
         run_prune(PruneConfig(seqlen=32, save=str(tmp_path / "refused"), **base), log=lambda *_: None)
     assert not (tmp_path / "refused").exists()
     report = run_prune(PruneConfig(seqlen=16, **base), log=lambda *_: None)
-    assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report.actual_sparsity == pytest.approx(0.5, abs=0.01)
     # Magnitude without evaluation runs no block on captured kwargs: nothing to refuse at any length.
     report = run_prune(PruneConfig(seqlen=32, prune_method="magnitude", **base), log=lambda *_: None)
-    assert report["actual_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert report.actual_sparsity == pytest.approx(0.5, abs=0.01)
     # Streamed evaluation does replay them.
     evaluated = base | {"eval": calibration_text_file}
     with pytest.raises(UserError, match=r"--seqlen 32: .* 16-token sliding window"):

@@ -16,12 +16,13 @@ import kernels
 from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.schedule import BlockBatch, call_block, capture_block_inputs, prune_blocks
+from wanda_engine.prune.batches import BlockBatch, call_block, capture_block_inputs, copy_batches
+from wanda_engine.prune.block_loop import prune_blocks
 from wanda_engine.prune.schedules import SCHEDULES
 from wanda_engine.prune.schedules.sequential import _first_sample, _SplitBlock
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
-from model_helpers import padded_calibration, tiny_llama
+from model_helpers import padded_calibration, text_perplexity, tiny_llama
 
 SEQUENTIAL = SCHEDULES.get("sequential")
 WANDA = METHODS.get("wanda")
@@ -45,10 +46,6 @@ def padded_batches(model, batch_size: int = 2, seed: int = 0) -> list[BlockBatch
     for row, length in enumerate(lengths):
         attention_mask[row, :length] = 1
     return capture_block_inputs(model, input_ids, attention_mask, batch_size, torch.device("cpu"))
-
-
-def copy_batches(batches: list[BlockBatch]) -> list[BlockBatch]:
-    return [BlockBatch(batch.hidden.clone(), batch.kwargs, batch.token_mask) for batch in batches]
 
 
 class RecordingWanda:
@@ -157,7 +154,7 @@ def test_two_of_four_every_group_has_two_zeros(shape):
 
 def test_wanda_variant_reaches_target():
     model = tiny_llama("gqa")
-    outcome = prune_model(model, padded_batches(model), SparsityTarget(0.5), method=METHODS.get("wanda_variant"))
+    outcome = prune_model(model, padded_batches(model), SparsityTarget(0.5), method=METHODS.get("wanda").variant())
     for name, value in outcome.per_layer.items():
         assert value == pytest.approx(0.5, abs=0.02), name
 
@@ -355,13 +352,17 @@ def test_cli_accepts_schedule_sequential(tiny_model_dir, calibration_text_file, 
         "prune", "--model", tiny_model_dir, "--calibration_dataset", calibration_text_file, "--eval", calibration_text_file,
         "--nsamples", "4", "--seqlen", "32", "--batch_size", "2", "--eval_limit", "3", "--no_progress",
         "--cache_dir", str(tmp_path / "cache"), "--schedule", "sequential", "--save", str(save),
+        "--save_model", str(tmp_path / "pruned"),
     ]
     code = cli.main(argv)
     assert code == 0, capsys.readouterr().err
     report = json.loads((save / "report.json").read_text())
     assert report["schedule"] == "sequential"
     assert report["actual_sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert report["ppl_pruned"] > 0
+    # the reported perplexities are those of the models on disk: the given one, and the one it saved
+    assert report["ppl_dense"] == pytest.approx(text_perplexity(tiny_model_dir, calibration_text_file, 32, 3), rel=1e-5)
+    assert report["ppl_pruned"] == pytest.approx(text_perplexity(tmp_path / "pruned", calibration_text_file, 32, 3), rel=1e-5)
+    assert report["ppl_pruned"] != pytest.approx(report["ppl_dense"], rel=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: hidden states in host memory, block on the GPU")

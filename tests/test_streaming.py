@@ -37,17 +37,17 @@ def test_streamed_equals_whole_model(sharded_model_dir, calibration_text_file, t
                     sparsity_type=sparsity_type, save_model=str(tmp_path / mode)),
             log=lambda *_: None,
         )
-    assert reports["streamed"]["streamed"] and not reports["whole"]["streamed"]
+    assert reports["streamed"].streamed and not reports["whole"].streamed
     # Block reads and writes are a stage of their own, as the whole model's load and save are.
-    assert reports["streamed"]["timings"]["block_io_s"] > 0 and "block_io_s" not in reports["whole"]["timings"]
+    assert reports["streamed"].timings["block_io_s"] > 0 and "block_io_s" not in reports["whole"].timings
     streamed, whole = saved_weights(tmp_path / "streamed"), saved_weights(tmp_path / "whole")
     tied_or_absent = set(whole) - set(streamed)
     assert not set(streamed) - set(whole) and not tied_or_absent
     for name, tensor in whole.items():
         assert torch.equal(streamed[name], tensor), name
-    assert reports["streamed"]["per_layer"] == reports["whole"]["per_layer"]
-    assert reports["streamed"]["ppl_dense"] == pytest.approx(reports["whole"]["ppl_dense"], rel=1e-4)
-    assert reports["streamed"]["ppl_pruned"] == pytest.approx(reports["whole"]["ppl_pruned"], rel=1e-4)
+    assert reports["streamed"].per_layer == reports["whole"].per_layer
+    assert reports["streamed"].ppl_dense == pytest.approx(reports["whole"].ppl_dense, rel=1e-4)
+    assert reports["streamed"].ppl_pruned == pytest.approx(reports["whole"].ppl_pruned, rel=1e-4)
 
 
 def test_streamed_output_is_sharded_with_source_names_and_loads(sharded_model_dir, calibration_text_file, tmp_path):
@@ -100,16 +100,16 @@ def test_resume_after_failure_gives_the_same_model(sharded_model_dir, calibratio
 
     config.resume = True
     resumed = run_prune(config, log=lambda *_: None)
-    assert resumed["resumed_from_block"] == 2
+    assert resumed.resumed_from_block == 2
     assert not partial.exists()
     expected_weights, resumed_weights = saved_weights(reference_dir), saved_weights(out)
     assert expected_weights.keys() == resumed_weights.keys()
     for name, tensor in expected_weights.items():
         assert torch.equal(resumed_weights[name], tensor), name
-    assert resumed["per_layer"] == expected["per_layer"]
-    assert resumed["actual_sparsity"] == expected["actual_sparsity"]
-    assert resumed["ppl_pruned"] == pytest.approx(expected["ppl_pruned"], rel=1e-6)
-    assert resumed["ppl_dense"] == pytest.approx(expected["ppl_dense"], rel=1e-6)
+    assert resumed.per_layer == expected.per_layer
+    assert resumed.actual_sparsity == expected.actual_sparsity
+    assert resumed.ppl_pruned == pytest.approx(expected.ppl_pruned, rel=1e-6)
+    assert resumed.ppl_dense == pytest.approx(expected.ppl_dense, rel=1e-6)
 
 
 def test_failure_before_any_checkpoint_leaves_nothing(sharded_model_dir, calibration_text_file, tmp_path, monkeypatch):
@@ -192,8 +192,8 @@ def test_report_memory_counts_an_untied_lm_head_only(calibration_text_file, tmp_
         log=lambda *_: None,
     )
     head_mb = model.get_output_embeddings().weight.numel() * 4 / 2**20
-    assert report["memory"]["lm_head_mb"] == (0.0 if tied else pytest.approx(head_mb))
-    assert report["memory"]["embeddings_mb"] == pytest.approx(head_mb)  # same shape as the head here
+    assert report.memory.lm_head_mb == (0.0 if tied else pytest.approx(head_mb))
+    assert report.memory.embeddings_mb == pytest.approx(head_mb)  # same shape as the head here
 
 
 @pytest.mark.parametrize("changed", ["calibration", "evaluation"])
@@ -270,12 +270,12 @@ def test_failure_after_the_block_loop_cleans_up_or_keeps_a_resumable_checkpoint(
 ):
     """What used to bypass the clean-up (GPT-NeoX's streamed evaluation failed after pruning and left
     `.OUT.partial`): every exit path removes the partial output, or keeps a checkpoint and says so."""
-    import wanda_engine.api as api
+    import wanda_engine.pipeline as pipeline
 
     def failing(*_args, **_kwargs):
         raise RuntimeError("evaluation failed")
 
-    monkeypatch.setattr(api, "perplexity_from_hidden", failing)
+    monkeypatch.setattr(pipeline, "perplexity_from_hidden", failing)
     logged = []
     with pytest.raises(RuntimeError, match="evaluation failed"):
         run_prune(tiny_run_config(sharded_model_dir, calibration_text_file, tmp_path, save_model=str(tmp_path / "out"),
@@ -297,7 +297,7 @@ def test_log_counts_the_weights_zeroed_over_every_block_weight_matrix(sharded_mo
     matrices = [p for n, p in reloaded.named_parameters() if ".layers." in n and p.dim() >= 2]
     zeros, total = sum(int((p == 0).sum()) for p in matrices), sum(p.numel() for p in matrices)
     assert f"pruned {zeros:,} of the {total:,} weights" in "\n".join(logged)
-    assert report["actual_sparsity"] == zeros / total
+    assert report.actual_sparsity == zeros / total
 
 
 def test_save_and_save_model_inside_one_another_are_refused(sharded_model_dir, calibration_text_file, tmp_path):

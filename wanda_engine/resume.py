@@ -21,7 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
-from .prune.schedule import BlockBatch, PruneOutcome, Riders
+from .prune.batches import BlockBatch
+from .prune.block_loop import CarriedWindows, PruneOutcome
 
 STATE_FILE = "state.json"
 # Settings that do not change the pruned weights or the measured numbers.
@@ -51,13 +52,13 @@ class RunCheckpoint:
     def due(self, index: int, num_blocks: int) -> bool:
         return index + 1 < num_blocks and time.monotonic() - self._last >= self.every_s
 
-    def save(self, next_block: int, batches: list[BlockBatch], riders: Riders | None, outcome: PruneOutcome,
+    def save(self, next_block: int, batches: list[BlockBatch], windows: CarriedWindows | None, outcome: PruneOutcome,
              extra: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"calibration.{i}": b.hidden for i, b in enumerate(batches)}
-        if riders is not None:
-            tensors.update({f"dense.{i}": b.hidden for i, b in enumerate(riders.dense)})
-            tensors.update({f"pruned.{i}": b.hidden for i, b in enumerate(riders.pruned)})
+        if windows is not None:
+            tensors.update({f"dense.{i}": b.hidden for i, b in enumerate(windows.dense)})
+            tensors.update({f"pruned.{i}": b.hidden for i, b in enumerate(windows.pruned)})
         activations = f"activations-{next_block:05d}.safetensors"
         tmp = self.directory / f".{activations}.tmp"
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp))
@@ -67,7 +68,7 @@ class RunCheckpoint:
             "next_block": next_block,
             "activations": activations,
             "outcome": asdict(outcome),
-            "riders_seconds": riders.seconds if riders is not None else 0.0,
+            "windows_seconds": windows.seconds if windows is not None else 0.0,
             **extra,
         }
         tmp_state = self.directory / f".{STATE_FILE}.tmp"
@@ -79,8 +80,8 @@ class RunCheckpoint:
         self._last = time.monotonic()
         self.valid = True
 
-    def load(self, batches: list[BlockBatch], riders: Riders | None) -> tuple[int, PruneOutcome, dict]:
-        """Restore the hidden states into `batches`/`riders` (captured again, so their kwargs are fresh);
+    def load(self, batches: list[BlockBatch], windows: CarriedWindows | None) -> tuple[int, PruneOutcome, dict]:
+        """Restore the hidden states into `batches`/`windows` (captured again, so their kwargs are fresh);
         return (next block, outcome so far, the whole state)."""
         state_path = self.directory / STATE_FILE
         if not self.directory.parent.is_dir():
@@ -106,9 +107,9 @@ class RunCheckpoint:
         except (OSError, SafetensorError) as exc:
             raise UserError(f"--resume: the checkpoint {activations} cannot be read ({exc}); run again without --resume") from None
         groups = [("calibration", batches)]
-        if riders is not None:
-            groups += [("dense", riders.dense), ("pruned", riders.pruned)]
-            riders.seconds = state["riders_seconds"]
+        if windows is not None:
+            groups += [("dense", windows.dense), ("pruned", windows.pruned)]
+            windows.seconds = state["windows_seconds"]
         expected = {f"{label}.{i}": batch.hidden for label, group in groups for i, batch in enumerate(group)}
         if set(saved) != set(expected) or any(saved[k].shape != v.shape for k, v in expected.items()):
             raise UserError(f"--resume: the checkpoint in {self.directory} holds other hidden states than this run's; "
@@ -126,8 +127,4 @@ def clear_partial(partial_dir: Path) -> None:
     shutil.rmtree(partial_dir, ignore_errors=True)
 
 
-def copy_batches(batches: list[BlockBatch]) -> list[BlockBatch]:
-    return [BlockBatch(b.hidden.clone(), b.kwargs, b.token_mask) for b in batches]
-
-
-__all__ = ["RunCheckpoint", "clear_partial", "copy_batches", "fingerprint", "partial_dir_for"]
+__all__ = ["RunCheckpoint", "clear_partial", "fingerprint", "partial_dir_for"]

@@ -95,7 +95,7 @@ def test_squad_bad_layout(tmp_path, tok):
 
 
 def test_squad_bad_format(tok, data_dir):
-    with pytest.raises(UserError, match=r"--squad_format 'qa'.*context, context_question, template"):
+    with pytest.raises(UserError, match=r"--calibration_format 'qa'.*context, context_question, template"):
         load_calibration("squad", tok, nsamples=2, seqlen=16, data_dir=data_dir, squad_format="qa")
 
 

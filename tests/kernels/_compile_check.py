@@ -19,7 +19,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels.act_norms import _linear_sq_kernel, _sq_norms_kernel  # noqa: E402
+from kernels.sq_norms import _linear_sq_kernel, _sq_norms_kernel  # noqa: E402
 from kernels.wanda_mask import _wanda_mask_nm_kernel, _wanda_mask_rows_kernel  # noqa: E402
 
 ROWS_SIG = {"W": None, "S": "*fp32", "MASK": "*i8", "FLAGS": "*i8", "stride_wr": "i32", "stride_mr": "i32",

@@ -7,7 +7,7 @@ Triton tests run on CUDA, or on CPU when TRITON_INTERPRET=1 was set before `kern
 import pytest
 import torch
 
-from kernels._common import HAS_TRITON
+from kernels import HAS_TRITON
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

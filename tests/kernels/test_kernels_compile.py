@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from kernels._common import HAS_TRITON
+from kernels import HAS_TRITON
+
+pytestmark = pytest.mark.slow  # a full compile of every kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

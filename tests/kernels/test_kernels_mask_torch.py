@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from kernels import wanda_mask, wanda_mask_reference, wanda_prune_, wanda_score
-from kernels.wanda_mask import wanda_mask_torch, zero_pruned_
+from kernels import wanda_mask, wanda_mask_reference, wanda_prune_, wanda_score, zero_pruned_
+from kernels.wanda_mask import wanda_mask_torch
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

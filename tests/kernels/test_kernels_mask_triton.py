@@ -140,13 +140,23 @@ def test_cuda_realistic_shape(dtype):
 
 
 def test_very_wide_single_row_falls_back(monkeypatch):
-    """A row wider than TRITON_MAX_ROW (a flattened matrix) would occupy one SM: torch path."""
+    """A row wider than TRITON_MAX_ROW (a flattened matrix) would occupy one SM: the public function
+    resolves such a call to the torch path, without launching the kernel."""
     import importlib
 
     wm = importlib.import_module("kernels.wanda_mask")  # the module (kernels.wanda_mask is the function)
     monkeypatch.setattr(wm, "TRITON_MAX_ROW", 64)
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError("the Triton launcher ran for a row wider than TRITON_MAX_ROW")
+
+    monkeypatch.setattr(wm, "wanda_mask_triton", no_launch)
     w, s = _cases(1, 100, torch.float16, seed=4)[1]
     before = w.clone()
     mask = wanda_prune_(w, s, 0.5, backend="triton")
     assert torch.equal(mask, wanda_mask_reference(before, s, 0.5))
     assert torch.equal(w, before.masked_fill(mask, 0))
+    assert torch.equal(wanda_mask(before, s, 0.5, backend="triton"), mask)
+    # N:M groups stay narrow however wide the row: those still launch.
+    with pytest.raises(AssertionError, match="launcher ran"):
+        wanda_mask(before, s, n=2, m=4, backend="triton")

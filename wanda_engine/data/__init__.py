@@ -26,7 +26,7 @@ import torch
 
 from wanda_engine.errors import UserError
 
-from . import registry
+from .registry import CALIBRATION, EVAL_TEXTS, eval_adapter
 from .base import CalibrationSet, Request, check_positive_int
 
 # adapters register themselves on import
@@ -49,12 +49,12 @@ __all__ = [
 
 def calibration_names() -> list[str]:
     """Registered calibration source names (besides hf:..., mix:... and file paths)."""
-    return registry.calibration_names()
+    return CALIBRATION.names()
 
 
 def eval_names() -> list[str]:
     """Named evaluation texts (besides a text file path)."""
-    return registry.eval_names()
+    return EVAL_TEXTS.names()
 
 
 def load_calibration(
@@ -97,7 +97,7 @@ def load_eval_text(spec: str, *, data_dir: str | None = None) -> tuple[str, str]
     """(text to tokenize once, description) for spec in {wikitext2, c4, builtin} or a text file path."""
     check_data_dir(data_dir)
     text = (spec or "").strip()
-    fn = registry.eval_adapter(text) if text else None
+    fn = eval_adapter(text) if text else None
     if fn is not None:
         result, description = fn(data_dir)
     elif text and os.path.isfile(os.path.expanduser(text)):
@@ -123,7 +123,7 @@ def resolve_eval_with_reason(eval_flag: str, calibration_spec: str, data_dir: st
     if flag.lower() == "none":
         return None, "--eval none: no evaluation"
     if flag.lower() == "auto":
-        calib = registry.canonical_name(calibration_spec or "")
+        calib = CALIBRATION.canonical((calibration_spec or "").strip().lower())
         if calib == "wikitext2":
             return "wikitext2", "--eval auto: calibration is wikitext2, so its test split"
         if calib == "builtin":
@@ -135,8 +135,8 @@ def resolve_eval_with_reason(eval_flag: str, calibration_spec: str, data_dir: st
             return "wikitext2", "--eval auto: wikitext2 test split from the Hugging Face hub (reachable)"
         where = f"no wikitext2/wiki.test.raw in --data_dir {data_dir}" if data_dir else "no --data_dir"
         return "builtin", f"--eval auto: wikitext2 unreachable ({where}, hub not used: {hub_state()}), so builtin"
-    if flag and registry.eval_adapter(flag) is not None:
-        name = flag.lower() if flag.lower() in eval_names() else registry.canonical_name(flag)
+    if flag and eval_adapter(flag) is not None:
+        name = flag.lower() if flag.lower() in eval_names() else CALIBRATION.canonical(flag.strip().lower())
         return name, f"--eval {flag}"
     if flag and os.path.isfile(os.path.expanduser(flag)):
         return flag, f"--eval {flag}: text file read whole"

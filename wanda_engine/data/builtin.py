@@ -12,7 +12,7 @@ import sys
 from wanda_engine.errors import UserError
 
 from .base import CalibrationSet, Request
-from .registry import register_calibration, register_eval
+from .registry import CALIBRATION, EVAL_TEXTS
 from .sampling import windows_set
 
 CALIBRATION_FRACTION = 0.8
@@ -53,7 +53,7 @@ def _version() -> str:
     return f"Python {sys.version_info.major}.{sys.version_info.minor}"
 
 
-@register_calibration("builtin")
+@CALIBRATION.register("builtin")
 def load(req: Request, arg: str) -> CalibrationSet:
     cal, ev = split_keys()
     source = (
@@ -63,7 +63,7 @@ def load(req: Request, arg: str) -> CalibrationSet:
     return windows_set(_join(cal), req, source)
 
 
-@register_eval("builtin")
+@EVAL_TEXTS.register("builtin")
 def eval_text(data_dir: str | None) -> tuple[str, str]:
     cal, ev = split_keys()
     text = _join(ev)

@@ -17,7 +17,7 @@ from wanda_engine.errors import UserError
 from .base import CalibrationSet, Request
 from .files import JSON_EXTS, list_files, names_split, read_json_lines, subdir
 from .hub import load_hub_dataset
-from .registry import register_calibration, register_eval
+from .registry import CALIBRATION, EVAL_TEXTS
 from .sampling import Records, tokenize_once, window_start
 
 HUB = "allenai/c4"
@@ -94,7 +94,7 @@ def sample_documents(records: Records, req: Request) -> torch.Tensor:
     return out
 
 
-@register_calibration("c4", aliases=("allenai/c4",))
+@CALIBRATION.register("c4", aliases=("allenai/c4",))
 def load(req: Request, arg: str) -> CalibrationSet:
     records, where = _train_records(req.data_dir)
     input_ids = sample_documents(records, req)
@@ -105,7 +105,7 @@ def load(req: Request, arg: str) -> CalibrationSet:
     return CalibrationSet(input_ids, torch.ones_like(input_ids), description)
 
 
-@register_eval("c4")
+@EVAL_TEXTS.register("c4")
 def eval_text(data_dir: str | None) -> tuple[str, str]:
     """The reference's C4 validation text: the first 1100 validation documents joined with ' '."""
     local = _local_docs(data_dir, "validation")

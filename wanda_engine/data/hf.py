@@ -10,7 +10,7 @@ from wanda_engine.errors import UserError
 from .base import CalibrationSet, Request
 from .hub import load_hub_dataset
 from .jsonfile import dataset_records
-from .registry import register_prefix
+from .registry import PREFIXES
 from .sampling import records_set
 
 USAGE = "hf:<name>[:<config>[:<split>]], e.g. hf:openai/gsm8k:main:train"
@@ -26,7 +26,7 @@ def parse(rest: str, spec: str) -> tuple[str, str | None, str]:
     return name, config, split
 
 
-@register_prefix("hf")
+@PREFIXES.register("hf")
 def load(req: Request, rest: str) -> CalibrationSet:
     name, config, split = parse(rest, req.spec)
     hint = "save the data as a local .jsonl/.parquet file and pass its path instead"

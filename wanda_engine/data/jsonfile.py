@@ -9,7 +9,7 @@ from __future__ import annotations
 from wanda_engine.errors import UserError
 
 from .base import CalibrationSet, Request, one_line, quiet_datasets
-from .registry import register_extensions
+from .registry import FILE_TYPES
 from .sampling import Records, record_to_text, records_set
 
 
@@ -26,7 +26,7 @@ def _root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-@register_extensions(".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+@FILE_TYPES.register(".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
 def load(req: Request, path: str) -> CalibrationSet:
     builder = "parquet" if path.lower().endswith(".parquet") else "json"
     try:

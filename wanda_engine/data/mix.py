@@ -15,7 +15,7 @@ import torch
 from wanda_engine.errors import UserError
 
 from .base import CalibrationSet, Request
-from .registry import register_prefix
+from .registry import PREFIXES
 
 USAGE = "mix:<source>=<weight>,<source>=<weight>, e.g. mix:wikitext2=0.5,squad=0.5"
 
@@ -53,7 +53,7 @@ def split_counts(weights: list[float], total: int) -> list[int]:
     return counts
 
 
-@register_prefix("mix")
+@PREFIXES.register("mix")
 def load(req: Request, rest: str) -> CalibrationSet:
     from .dispatch import load_one
 

@@ -6,30 +6,27 @@ example per question like the Hugging Face rows; another *.json split file stand
 
 from __future__ import annotations
 
+from wanda_engine.config import SQUAD_TEXT_FORMATS
 from wanda_engine.errors import UserError
 
 from .base import CalibrationSet, Request
 from .files import list_files, pick_split_file, read_json, subdir
 from .hub import load_hub_dataset
-from .registry import register_calibration
+from .registry import CALIBRATION
 from .sampling import Records, records_set
 
 HUB = "squad_v2"
-FORMATS = {
-    "context": lambda c, q: c,
-    "context_question": lambda c, q: f"{c} {q}",
-    "template": lambda c, q: f"Context: {c}\nQuestion: {q}",
-}
-FORMAT_TEXT = {
-    "context": "{context}",
-    "context_question": "{context} {question}",
-    "template": "Context: {context}\\nQuestion: {question}",
-}
+
 
 def check_format(squad_format: str) -> str:
-    if squad_format not in FORMATS:
-        raise UserError(f"--squad_format {squad_format!r} is unknown; use one of: {', '.join(FORMATS)}")
+    if squad_format not in SQUAD_TEXT_FORMATS:
+        raise UserError(f"--calibration_format {squad_format!r} is unknown; use one of: {', '.join(SQUAD_TEXT_FORMATS)}")
     return squad_format
+
+
+def _text(template: str, context: str, question: str) -> str:
+    return template.format(context=context, question=question)
+
 
 def parse_official(obj, path: str) -> list[tuple[str, str]]:
     """(context, question) per question of an official SQuAD JSON object, in file order."""
@@ -47,18 +44,19 @@ def parse_official(obj, path: str) -> list[tuple[str, str]]:
         ) from None
     return pairs
 
-@register_calibration("squad", aliases=("squad_v2", "squad2", "squad-v2"))
+@CALIBRATION.register("squad", aliases=("squad_v2", "squad2", "squad-v2"))
 def load(req: Request, arg: str) -> CalibrationSet:
-    fmt = FORMATS[check_format(req.squad_format)]
+    template = SQUAD_TEXT_FORMATS[check_format(req.squad_format)]
     path, note = pick_split_file(list_files(subdir(req.data_dir, "squad"), (".json", ".json.gz")), "train")
     if path:
         pairs = parse_official(read_json(path, "SQuAD file"), path)
         where = f"squad {len(pairs):,} questions from {path}" + (f" ({note})" if note else "")
-        records = Records(len(pairs), lambda i: fmt(*pairs[i]), where)
+        records = Records(len(pairs), lambda i: _text(template, *pairs[i]), where)
     else:
         hint = "pass --data_dir DIR containing squad/train-v2.0.json (official SQuAD JSON)"
         ds = load_hub_dataset("squad train split not reachable", hint, HUB, split="train")
         where = f"squad Hugging Face {HUB} split=train ({len(ds):,} questions)"
-        records = Records(len(ds), lambda i: fmt(ds[i]["context"], ds[i]["question"]), where)
-    source = f"{where}; --squad_format {req.squad_format}: text = f'{FORMAT_TEXT[req.squad_format]}' (answers unused)"
+        records = Records(len(ds), lambda i: _text(template, ds[i]["context"], ds[i]["question"]), where)
+    shown = template.replace("\n", "\\n")
+    source = f"{where}; --calibration_format {req.squad_format}: text = f'{shown}' (answers unused)"
     return records_set(records, req, source)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from .base import CalibrationSet, Request
 from .files import read_text
-from .registry import register_extensions
+from .registry import FILE_TYPES
 from .sampling import windows_set
 
 
-@register_extensions(".txt", ".raw", ".tokens", default=True)
+@FILE_TYPES.register(".txt", ".raw", ".tokens", fallback=True)
 def load(req: Request, path: str) -> CalibrationSet:
     text = read_text(path, "calibration text file")
     return windows_set(text, req, f"text file {path} read whole")

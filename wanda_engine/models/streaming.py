@@ -328,11 +328,9 @@ def _anonymous_rss() -> int | None:
 class HeapTrimmer:
     """Returns freed heap memory to the OS between blocks, but only once the resident heap has grown
     by `slack` bytes since the last trim. Activations use glibc's default (heap) allocation, which
-    reuses freed pages without faulting them in again; trimming after every block would return those
-    pages and fault them back in on the next block (SmolLM2, sequential schedule: +7% prune time);
-    never trimming lets a fragmenting heap creep up (SmolLM2: 1.6 GB peak instead of 1.1 GB). (A fixed 1 MiB M_MMAP_THRESHOLD, mmap for every
-    large tensor, kept peak RSS 170 MB lower but cost a page fault per 4 KiB of every activation:
-    +38% prune time.)"""
+    reuses freed pages without faulting them in again: trimming after every block would return those
+    pages and fault them back in on the next block (slower), never trimming lets a fragmenting heap
+    creep up (a higher peak). The figures, and the alternatives tried: docs/measurements.md."""
 
     def __init__(self, slack: int = 128 << 20) -> None:
         self.slack = slack

@@ -20,10 +20,8 @@ so that a second run with other tier settings skips this pass.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,37 +31,11 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..models.blocks import decoder_blocks, linear_layers
-from .allocation import STATISTICS, BlockProfile
-from .schedule import BlockBatch, BlockStore, StatisticsPass, as_block_store, call_block
-
-
-@dataclass
-class BlockImportance:
-    influence: list[float]
-    outlier: list[float]  # fraction of scores above owl_m × the block mean (not a percentage)
-    owl_m: float
-    measured_on: dict = field(default_factory=dict)  # model and calibration the values came from
-    source: str = "measured"  # "measured" (this run) or the report path they were read from
-    seconds: float = 0.0
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.influence)
-
-    def values(self, statistic: str) -> list[float]:
-        if statistic not in STATISTICS:
-            raise ValueError(f"unknown block statistic {statistic!r}")
-        return list(getattr(self, statistic))
-
-    def to_report(self) -> dict:
-        return {
-            "influence": self.influence,
-            "outlier": self.outlier,
-            "owl_m": self.owl_m,
-            "measured_on": self.measured_on,
-            "source": self.source,
-            "seconds": self.seconds,
-        }
+from ..report.types import BlockImportance, Report
+from .allocation import BlockProfile
+from .batches import BlockBatch, call_block
+from .block_loop import BlockStore, as_block_store
+from .statistics import StatisticsPass
 
 
 def _outlier_ratio(linears: dict[str, nn.Linear], statistics: StatisticsPass, owl_m: float) -> float:
@@ -122,40 +94,29 @@ def measure_block_importance(
 def load_block_importance(path: str) -> BlockImportance:
     """Read `block_importance` back from an earlier report.json (or a --save directory holding one)."""
     report_path = Path(path).expanduser()
-    if report_path.is_dir():
-        report_path = report_path / "report.json"
     try:
-        report = json.loads(report_path.read_text())
+        report = Report.load(report_path)
     except FileNotFoundError:
         raise UserError(f"--importance_from {path!r}: no such report (give a report.json or the --save directory of a run)") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise UserError(f"--importance_from {path!r}: cannot read it as a JSON report ({exc})") from None
-    cached = report.get("block_importance") if isinstance(report, dict) else None
-    if not isinstance(cached, dict):
+    cached = report.block_importance
+    if cached is None:
         raise UserError(
             f"--importance_from {path!r}: the report has no block_importance; it comes from a run with "
             "--sparsity_allocation three_tier or owl"
         )
     try:
-        influence = [float(v) for v in cached["influence"]]
-        outlier = [float(v) for v in cached["outlier"]]
-        owl_m = float(cached["owl_m"])
-    except (KeyError, TypeError, ValueError):
+        influence = [float(v) for v in cached.influence]
+        outlier = [float(v) for v in cached.outlier]
+        owl_m = float(cached.owl_m)
+    except (TypeError, ValueError):
         raise UserError(f"--importance_from {path!r}: block_importance is incomplete (needs influence, outlier, owl_m)") from None
     if len(influence) != len(outlier) or not influence or not all(math.isfinite(v) for v in influence + outlier):
         raise UserError(f"--importance_from {path!r}: block_importance lists are empty, of unequal length or not finite")
-    return BlockImportance(
-        influence=influence, outlier=outlier, owl_m=owl_m, measured_on=dict(cached.get("measured_on") or {}),
-        source=str(report_path),
-    )
-
-
-def importance_from_report(saved: dict, source: str) -> BlockImportance:
-    """A BlockImportance back from its `to_report()` form (trusted: written by this program)."""
-    return BlockImportance(
-        influence=list(saved["influence"]), outlier=list(saved["outlier"]), owl_m=float(saved["owl_m"]),
-        measured_on=dict(saved.get("measured_on") or {}), source=source,
-    )
+    source = report_path / "report.json" if report_path.is_dir() else report_path
+    return BlockImportance(influence=influence, outlier=outlier, owl_m=owl_m, measured_on=dict(cached.measured_on or {}),
+                           source=str(source))
 
 
 def check_cached_importance(cached: BlockImportance, *, model_name: str, num_blocks: int, statistic: str,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .types import Report
+
 ALLOCATION_PNG = "block_allocation.png"
 TIER_COLOURS = {"high": "#2b83ba", "middle": "#fdae61", "low": "#d7191c"}
 DEFAULT_COLOUR = "#5e5e5e"
@@ -17,9 +19,9 @@ STATISTIC_LABELS = {
 }
 
 
-def plot_allocation(report: dict, path: Path) -> str | None:
+def plot_allocation(report: Report, path: Path) -> str | None:
     """Write the PNG; return None on success, else the reason it was skipped (for report.md)."""
-    block_sparsity = report.get("block_sparsity") or []
+    block_sparsity = report.block_sparsity or []
     if not block_sparsity:
         return "no per-block sparsity in this report"
     try:
@@ -32,11 +34,10 @@ def plot_allocation(report: dict, path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed (`pip install matplotlib`)"
 
-    allocation = report.get("allocation") or {}
-    importance = report.get("block_importance") or {}
-    statistic = allocation.get("statistic")
-    values = importance.get(statistic) if statistic else None
-    tiers = allocation.get("tiers")
+    allocation, importance = report.allocation, report.block_importance
+    statistic = allocation.statistic
+    values = importance.values(statistic) if statistic and importance is not None else None
+    tiers = allocation.tiers
     blocks = list(range(len(block_sparsity)))
     colours = [TIER_COLOURS.get(t, DEFAULT_COLOUR) for t in tiers] if tiers else [DEFAULT_COLOUR] * len(blocks)
     panels = 2 if values else 1
@@ -49,20 +50,20 @@ def plot_allocation(report: dict, path: Path) -> str | None:
         axes[0].set_title("block importance (dense model, calibration data)")
     ax = axes[-1]
     ax.bar(blocks, block_sparsity, color=colours)
-    achieved = allocation.get("block_achieved")
+    achieved = allocation.block_achieved
     if achieved:
         ax.plot(blocks, achieved, "k.", label="achieved")
-    ax.axhline(report.get("sparsity_ratio", 0.0), color="k", linestyle="--", linewidth=0.8, label="overall target")
+    ax.axhline(report.sparsity_ratio, color="k", linestyle="--", linewidth=0.8, label="overall target")
     low = max(0.0, min(block_sparsity + (achieved or [])) - 0.15)
     ax.set_ylim(low, min(1.0, max(block_sparsity) + 0.12))
-    types = allocation.get("block_types") or []
+    types = allocation.block_types or []
     for block, label in zip(blocks, types):  # N:M tiers: the pattern written inside the bar
         if label != "unstructured":
             ax.text(block, low + 0.01, label, ha="center", va="bottom", fontsize=7, rotation=90, color="white")
     ax.set_ylabel("sparsity")
     ax.set_xlabel("decoder block")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"target sparsity per block (bars), {report.get('sparsity_allocation', 'uniform')}")
+    ax.set_title(f"target sparsity per block (bars), {report.sparsity_allocation}")
     handles, _ = ax.get_legend_handles_labels()
     if tiers:
         handles += [Patch(color=TIER_COLOURS[t], label=f"{t} importance tier") for t in TIER_COLOURS if t in tiers]

@@ -7,7 +7,7 @@ common offset so the parameter-weighted mean sparsity is the target (clamped to 
 from __future__ import annotations
 
 from ..sparsity import SparsityTarget
-from . import ALLOCATIONS, Allocation, AllocationOptions, BlockProfile
+from .base import ALLOCATIONS, Allocation, AllocationOptions, BlockProfile
 from .solve import balance
 
 

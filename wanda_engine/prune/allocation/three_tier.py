@@ -12,7 +12,7 @@ patterns give, reported as achieved rather than forced to the target.
 from __future__ import annotations
 
 from ..sparsity import SparsityTarget
-from . import ALLOCATIONS, TIERS, Allocation, AllocationOptions, BlockProfile, auto_tier_delta
+from .base import ALLOCATIONS, TIERS, Allocation, AllocationOptions, BlockProfile, auto_tier_delta
 from .solve import MAX_RATIO, balance, clamp, split_tiers, weighted_mean
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..sparsity import SparsityTarget
-from . import ALLOCATIONS, Allocation, AllocationOptions, BlockProfile
+from .base import ALLOCATIONS, Allocation, AllocationOptions, BlockProfile
 
 
 @ALLOCATIONS.register("uniform")

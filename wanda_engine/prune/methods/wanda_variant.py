@@ -10,7 +10,6 @@ import kernels
 
 from ...errors import UserError
 from ..sparsity import SparsityTarget
-from . import METHODS
 
 
 def _mask_for_alpha(score: torch.Tensor, sorted_score: torch.Tensor, cumulative: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -21,9 +20,10 @@ def _mask_for_alpha(score: torch.Tensor, sorted_score: torch.Tensor, cumulative:
     return (score <= threshold) & (count > 0)
 
 
-@METHODS.register("wanda_variant")
 class WandaVariant:
+    name = "wanda_variant"
     needs_statistics = True
+    counts_per_row = False
 
     def prune_(self, weight: torch.Tensor, sq_norms: torch.Tensor | None, target: SparsityTarget) -> torch.Tensor:
         if target.structured:

@@ -1,42 +1,23 @@
 """Pruning schedules (`--schedule`): how one decoder block's linears get their statistics, are pruned,
 and how the block's outputs for the next block are produced. One file per schedule.
 
-The block loop itself (loading blocks, progress, bookkeeping) is `prune.schedule.prune_blocks`; a
-schedule only handles one materialised block at a time, for methods that need activation statistics
-(magnitude pruning needs no forward pass, so it bypasses schedules).
+The block loop itself (loading blocks, progress, bookkeeping) is `prune.block_loop.prune_blocks`; a
+schedule handles one materialised block at a time. Methods that need no activation statistics
+(magnitude) are pruned by `WEIGHTS_ONLY`, which runs nothing: `schedule_for` picks it for them.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import torch
-import torch.nn as nn
-
-from ...registry import Registry
 from ..methods import PruningMethod
-from ..schedule import BlockBatch
-from ..sparsity import SparsityTarget
-
-
-class Schedule(Protocol):
-    summary: str  # one line for --help and reports
-
-    def check_block(self, block: nn.Module) -> None:
-        """Raise UserError when this schedule cannot prune blocks like `block` (whose parameters may be
-        on the meta device): called on the model's structure before any weight is read."""
-        ...
-
-    def prune_block(
-        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
-    ) -> dict[str, torch.Tensor]:
-        """Prune every linear of `block` in place and return name → bool mask (True = pruned), in
-        `linear_layers(block)` order; then replace each `batch.hidden` with the pruned block's output."""
-        ...
-
-
-SCHEDULES: Registry[Schedule] = Registry("schedule", "--schedule")
-
+from .base import SCHEDULES, Schedule
 from . import reference, sequential  # noqa: E402,F401  (registration side effects)
+from .weights_only import WEIGHTS_ONLY  # noqa: E402
 
-__all__ = ["SCHEDULES", "Schedule"]
+
+def schedule_for(method: PruningMethod, name: str) -> Schedule:
+    """The schedule that prunes with `method`: the `--schedule` named `name`, or WEIGHTS_ONLY for a
+    method that needs no statistics (there are no calibration batches to run then)."""
+    return SCHEDULES.get(name) if method.needs_statistics else WEIGHTS_ONLY
+
+
+__all__ = ["SCHEDULES", "Schedule", "WEIGHTS_ONLY", "schedule_for"]

@@ -12,14 +12,14 @@ import torch.nn as nn
 
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod
-from ..schedule import BlockBatch, StatisticsPass, call_block, store_output
+from ..batches import BlockBatch, call_block, store_output
+from ..statistics import StatisticsPass
 from ..sparsity import SparsityTarget
-from . import SCHEDULES
+from .base import SCHEDULES
 
 
 @SCHEDULES.register("reference")
 class ReferenceSchedule:
-    summary = "dense pass for statistics, prune, pruned pass for outputs (mask-exact with the reference)"
 
     def check_block(self, block: nn.Module) -> None:
         """Any block whose weight matrices are linears (checked by the caller) can be run so."""

@@ -35,9 +35,9 @@ import kernels
 from ...errors import UserError
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod
-from ..schedule import BlockBatch, call_block, store_output
+from ..batches import BlockBatch, call_block, store_output
 from ..sparsity import SparsityTarget
-from . import SCHEDULES
+from .base import SCHEDULES
 
 _BLOCK_CHILDREN = {"input_layernorm", "self_attn", "post_attention_layernorm", "mlp"}
 _ATTENTION_INPUTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
@@ -161,8 +161,8 @@ class _SplitBlock:
 
     def _in_place_intermediate(self, mlp_input: torch.Tensor) -> torch.Tensor | None:
         """act(gate_proj(x)) · up_proj(x) formed in gate_proj's output buffer, still in cache from the
-        GEMM; the LLaMA MLP's forward writes two fresh [tokens × intermediate] tensors instead (SmolLM2,
-        fp32 CPU: activation and product 1.7 s → 0.2 s of a 24 s prune). None without `act_fn`."""
+        GEMM, where the LLaMA MLP's forward writes two fresh [tokens × intermediate] tensors (several
+        times faster on CPU: docs/measurements.md). None without `act_fn`."""
         mlp = self.mlp
         act = getattr(mlp, "act_fn", None)
         if act is None:
@@ -172,8 +172,7 @@ class _SplitBlock:
             F.silu(gate, inplace=True)
         else:
             gate = act(gate)
-        # up_proj's output in row chunks: a whole one would be the schedule's memory peak's last
-        # addition (SmolLM2, batch 8 × 512: 25 MB against 6 MB per chunk). Each output row is
+        # up_proj's output in row chunks: a whole one would add to the schedule's memory peak. Each output row is
         # computed from its own input row; on CPU the chunks give the whole GEMM's rows bit for bit
         # (tests/test_sequential.py), elsewhere a library may pick another kernel for fewer rows.
         rows_in, rows_out = mlp_input.reshape(-1, mlp_input.shape[-1]), gate.view(-1, gate.shape[-1])
@@ -244,7 +243,6 @@ class _SplitBlock:
 
 @SCHEDULES.register("sequential")
 class SequentialSchedule:
-    summary = "each linear applied once; its statistic from inputs of the already-pruned upstream linears"
 
     def check_block(self, block: nn.Module) -> None:
         _check_layout(block)
@@ -268,8 +266,7 @@ class SequentialSchedule:
         # q/k/v read the block input, as in the reference schedule, so their statistic is folded per
         # sample as StatisticsPass folds it (block 0's q/k/v masks are the reference's). The other
         # linears' inputs already differ from the reference's, so their statistic is folded once per
-        # batch: on CPU the per-sample norm is a slow strided reduction (SmolLM2's down_proj input,
-        # batch 8: about 4 ms against 1 ms for the batch's sum of squares).
+        # batch: on CPU the per-sample norm is a slow strided reduction (docs/measurements.md).
         def accumulate(statistic: kernels.RunningSqNorms, x: torch.Tensor, batch: BlockBatch) -> None:
             kernels.update_running_sq_norms(statistic, x, batch.token_mask, per_sample=False)
 

@@ -1,11 +1,15 @@
-"""Per-input-column sum of squares of activations (the Wanda statistic), optionally fused into the
-linear layer's GEMM so x is read once.
+"""The Wanda statistic: per input column, the sum of squares of the activations, optionally fused
+into the linear layer's GEMM so x is read once.
 
   sq_norms[j] += sum over (unmasked) tokens t of x[t, j]**2       (fp32 accumulation)
 
-Torch backend + oracle + Triton kernels. The Triton paths are deterministic (no float atomics):
-per-split partial sums are written to a small buffer and reduced in a fixed order, so the statistic
-(and hence the mask) is reproducible run to run.
+    accumulate_sq_norms(x, sq_norms, token_mask=None, backend="auto") -> sq_norms
+    linear_with_sq_norms(x, weight, bias=None, sq_norms=None, token_mask=None, backend="auto") -> y
+    sq_norms_reference(x, token_mask=None) -> fp64 oracle
+
+The Triton paths are deterministic (no float atomics): per-split partial sums are written to a
+small buffer and reduced in a fixed order, so the statistic (and hence the mask) is reproducible
+run to run.
 """
 
 from __future__ import annotations
@@ -15,54 +19,73 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import HAS_TRITON, triton_interpreting
+from .common import (
+    HAS_TRITON,
+    OP_NAMESPACE,
+    KernelInputError,
+    check_activations,
+    check_same_device,
+    check_sq_norms,
+    check_token_mask,
+    resolve_backend,
+    triton_interpreting,
+)
 
 # --------------------------------------------------------------------------------------------------
-# Oracles and torch backend
+# Argument checks
 # --------------------------------------------------------------------------------------------------
 
 
-def sq_norms_reference(x: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """fp64 oracle of sum over tokens of x**2, shape [in]."""
-    x2 = x.reshape(-1, x.shape[-1]).double()
-    if token_mask is not None:
-        x2 = x2[token_mask.reshape(-1)]
-    return (x2 * x2).sum(dim=0)
+def _check_accumulator(sq_norms: torch.Tensor, in_features: int) -> None:
+    check_sq_norms(sq_norms, in_features)
+    if sq_norms.dtype != torch.float32:
+        raise KernelInputError(
+            f"sq_norms has dtype {sq_norms.dtype}; the statistic is accumulated in place in fp32 - "
+            "create it with torch.zeros(in_features, dtype=torch.float32)"
+        )
 
 
-_SQUARES_CHUNK = 1 << 18  # elements (1 MiB of fp32 squares)
+def _check_accumulate_args(x: torch.Tensor, sq_norms: torch.Tensor, token_mask: Optional[torch.Tensor]) -> None:
+    check_activations(x)
+    _check_accumulator(sq_norms, x.shape[-1])
+    check_token_mask(token_mask, tuple(x.shape[:-1]))
+    check_same_device(x=x, sq_norms=sq_norms, token_mask=token_mask)
 
 
-def accumulate_sq_norms_torch(
-    x: torch.Tensor, sq_norms: torch.Tensor, token_mask: Optional[torch.Tensor] = None
-) -> torch.Tensor:
-    x2 = x.reshape(-1, x.shape[-1])
-    if token_mask is not None:
-        x2 = x2[token_mask.reshape(-1)]  # drop padding tokens before squaring
-    # square().sum(0) is a vectorised, multithreaded cascade sum: on CPU 6-40x faster than the
-    # equivalent einsum("tj,tj->j") (a batched dot) and no less accurate. Its squares are a temporary
-    # as large as x, so rows go in chunks of at most _SQUARES_CHUNK elements: a pruning run calls this
-    # while its peak memory is held (SmolLM2, sequential schedule: a whole-x temporary cost 35 MB of peak RSS).
-    rows_per_chunk = max(1, _SQUARES_CHUNK // max(1, x2.shape[1]))
-    for start in range(0, x2.shape[0], rows_per_chunk):
-        sq_norms.add_(x2[start : start + rows_per_chunk].float().square().sum(dim=0))
-    return sq_norms
-
-
-def linear_with_sq_norms_torch(
+def _check_linear_args(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: Optional[torch.Tensor],
     sq_norms: Optional[torch.Tensor],
     token_mask: Optional[torch.Tensor],
-) -> torch.Tensor:
+) -> None:
+    check_activations(x)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise KernelInputError("weight must be a 2-D [out_features, in_features] tensor")
+    if x.shape[-1] != weight.shape[1]:
+        raise KernelInputError(
+            f"x has {x.shape[-1]} input features but weight has shape {tuple(weight.shape)}; "
+            "the last dim of x must equal weight.shape[1]"
+        )
+    if x.dtype != weight.dtype:
+        raise KernelInputError(
+            f"x dtype {x.dtype} != weight dtype {weight.dtype}; cast x to the weight dtype"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise KernelInputError(
+            f"bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) = out_features"
+        )
     if sq_norms is not None:
-        accumulate_sq_norms_torch(x, sq_norms, token_mask)
-    return F.linear(x, weight, bias)
+        _check_accumulator(sq_norms, weight.shape[1])
+    if token_mask is not None:
+        if sq_norms is None:
+            raise KernelInputError("token_mask only affects the statistic; pass sq_norms too or drop it")
+        check_token_mask(token_mask, tuple(x.shape[:-1]))
+    check_same_device(x=x, weight=weight, bias=bias, sq_norms=sq_norms, token_mask=token_mask)
 
 
 # --------------------------------------------------------------------------------------------------
-# Triton
+# Triton kernels
 # --------------------------------------------------------------------------------------------------
 
 if HAS_TRITON:
@@ -201,6 +224,11 @@ if HAS_TRITON:
     )
 
 
+# --------------------------------------------------------------------------------------------------
+# Launchers
+# --------------------------------------------------------------------------------------------------
+
+
 def accumulate_sq_norms_triton(
     x: torch.Tensor,
     sq_norms: torch.Tensor,
@@ -299,3 +327,129 @@ def linear_with_sq_norms_triton(
     if has_stat:
         sq_norms.add_(part.sum(dim=0))
     return y.reshape(*lead, n_out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Torch path
+# --------------------------------------------------------------------------------------------------
+
+_SQUARES_CHUNK = 1 << 18  # elements (1 MiB of fp32 squares)
+
+
+def accumulate_sq_norms_torch(
+    x: torch.Tensor, sq_norms: torch.Tensor, token_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    if token_mask is not None:
+        x2 = x2[token_mask.reshape(-1)]  # drop padding tokens before squaring
+    # square().sum(0) is a vectorised, multithreaded cascade sum, much faster on CPU than the
+    # equivalent einsum("tj,tj->j") and no less accurate. Its squares are a temporary as large as x,
+    # so rows go in chunks of at most _SQUARES_CHUNK elements: a pruning run calls this while its
+    # peak memory is held.
+    rows_per_chunk = max(1, _SQUARES_CHUNK // max(1, x2.shape[1]))
+    for start in range(0, x2.shape[0], rows_per_chunk):
+        sq_norms.add_(x2[start : start + rows_per_chunk].float().square().sum(dim=0))
+    return sq_norms
+
+
+def linear_with_sq_norms_torch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    sq_norms: Optional[torch.Tensor],
+    token_mask: Optional[torch.Tensor],
+) -> torch.Tensor:
+    if sq_norms is not None:
+        accumulate_sq_norms_torch(x, sq_norms, token_mask)
+    return F.linear(x, weight, bias)
+
+
+# --------------------------------------------------------------------------------------------------
+# Oracle
+# --------------------------------------------------------------------------------------------------
+
+
+def sq_norms_reference(x: torch.Tensor, token_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """fp64 oracle of sum over tokens of x**2, shape [in]."""
+    x2 = x.reshape(-1, x.shape[-1]).double()
+    if token_mask is not None:
+        x2 = x2[token_mask.reshape(-1)]
+    return (x2 * x2).sum(dim=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Custom ops (for torch.compile; see OP_NAMESPACE) and the public functions
+# --------------------------------------------------------------------------------------------------
+
+
+def _accumulate_sq_norms_impl(
+    x: torch.Tensor, sq_norms: torch.Tensor, token_mask: Optional[torch.Tensor], backend: str
+) -> None:
+    if backend == "triton":
+        accumulate_sq_norms_triton(x, sq_norms, token_mask)
+    else:
+        accumulate_sq_norms_torch(x, sq_norms, token_mask)
+
+
+def _linear_with_sq_norms_impl(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    sq_norms: Optional[torch.Tensor],
+    token_mask: Optional[torch.Tensor],
+    backend: str,
+) -> torch.Tensor:
+    if backend == "triton":
+        return linear_with_sq_norms_triton(x, weight, bias, sq_norms, token_mask)
+    return linear_with_sq_norms_torch(x, weight, bias, sq_norms, token_mask)
+
+
+_accumulate_sq_norms_op = torch.library.custom_op(
+    f"{OP_NAMESPACE}::accumulate_sq_norms", _accumulate_sq_norms_impl, mutates_args=("sq_norms",)
+)
+_linear_with_sq_norms_op = torch.library.custom_op(
+    f"{OP_NAMESPACE}::linear_with_sq_norms", _linear_with_sq_norms_impl, mutates_args=("sq_norms",)
+)
+
+
+@_accumulate_sq_norms_op.register_fake
+def _(x, sq_norms, token_mask, backend):
+    return None
+
+
+@_linear_with_sq_norms_op.register_fake
+def _(x, weight, bias, sq_norms, token_mask, backend):
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def accumulate_sq_norms(
+    x: torch.Tensor,
+    sq_norms: torch.Tensor,
+    token_mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """sq_norms[j] += sum over tokens of x[..., j]**2 (fp32), skipping tokens where token_mask is
+    False (padding). In place; returns sq_norms."""
+    _check_accumulate_args(x, sq_norms, token_mask)
+    be = resolve_backend(backend, x, sq_norms)
+    run = _accumulate_sq_norms_op if torch.compiler.is_compiling() else _accumulate_sq_norms_impl
+    run(x, sq_norms, token_mask, be)
+    return sq_norms
+
+
+def linear_with_sq_norms(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    sq_norms: Optional[torch.Tensor] = None,
+    token_mask: Optional[torch.Tensor] = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """y = F.linear(x, weight, bias); if sq_norms is given, also accumulate the statistic of x
+    (as accumulate_sq_norms) from the same read of x (Triton backend)."""
+    _check_linear_args(x, weight, bias, sq_norms, token_mask)
+    be = resolve_backend(backend, x, weight)
+    if be == "torch" and sq_norms is None:
+        return F.linear(x, weight, bias)
+    run = _linear_with_sq_norms_op if torch.compiler.is_compiling() else _linear_with_sq_norms_impl
+    return run(x, weight, bias, sq_norms, token_mask, be)

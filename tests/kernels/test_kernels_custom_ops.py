@@ -1,13 +1,14 @@
-"""Custom-op registration: schema/fake checks (opcheck), torch.compile without graph breaks, and
-backend resolution."""
+"""Custom-op registration (`torch.ops.wanda_kernels.*`): schema/fake checks (opcheck), torch.compile
+without graph breaks, eager calls that skip the op, and backend resolution."""
 
 import pytest
 import torch
 
 import kernels
 from kernels_testutil import DEVICE, TRITON_OK
-from kernels import _ops
-from kernels._common import resolve_backend
+from kernels.common import OP_NAMESPACE, resolve_backend
+
+OPS = getattr(torch.ops, OP_NAMESPACE)
 
 
 def _args():
@@ -19,15 +20,21 @@ def _args():
     return w, s, x, tm
 
 
+def test_ops_are_registered():
+    assert OP_NAMESPACE == "wanda_kernels"
+    for name in ("accumulate_sq_norms", "linear_with_sq_norms", "wanda_mask", "wanda_prune_"):
+        assert hasattr(OPS, name), name
+
+
 def test_opcheck_torch_backend():
     w, s, x, tm = _args()
     for k_or_n, m in [(16, 0), (2, 4)]:
-        torch.library.opcheck(_ops.wanda_mask_op, (w, s, k_or_n, m, "torch"))
-        torch.library.opcheck(_ops.wanda_mask_op, (w, None, k_or_n, m, "torch"))
-        torch.library.opcheck(_ops.wanda_prune_op, (w.clone(), s, k_or_n, m, "torch"))
-    torch.library.opcheck(_ops.accumulate_sq_norms_op, (x, torch.zeros(32, device=DEVICE), tm, "torch"))
-    torch.library.opcheck(_ops.linear_with_sq_norms_op, (x, w, None, torch.zeros(32, device=DEVICE), tm, "torch"))
-    torch.library.opcheck(_ops.linear_with_sq_norms_op, (x, w, torch.randn(16, device=DEVICE), None, None, "torch"))
+        torch.library.opcheck(OPS.wanda_mask, (w, s, k_or_n, m, "torch"))
+        torch.library.opcheck(OPS.wanda_mask, (w, None, k_or_n, m, "torch"))
+        torch.library.opcheck(OPS.wanda_prune_, (w.clone(), s, k_or_n, m, "torch"))
+    torch.library.opcheck(OPS.accumulate_sq_norms, (x, torch.zeros(32, device=DEVICE), tm, "torch"))
+    torch.library.opcheck(OPS.linear_with_sq_norms, (x, w, None, torch.zeros(32, device=DEVICE), tm, "torch"))
+    torch.library.opcheck(OPS.linear_with_sq_norms, (x, w, torch.randn(16, device=DEVICE), None, None, "torch"))
 
 
 @pytest.mark.parametrize("backend", ["torch", "auto"])
@@ -67,13 +74,13 @@ def test_eager_calls_skip_the_custom_op_wrapper():
             return func(*args, **(kwargs or {}))
 
     w, s, x, tm = _args()
-    expected = _ops.wanda_prune_op(w.clone(), s, 16, 0, "torch")
+    expected = OPS.wanda_prune_(w.clone(), s, 16, 0, "torch")
     with Namespaces() as mode:
         got = kernels.wanda_prune_(w.clone(), s, 0.5, backend="torch")
         kernels.accumulate_sq_norms(x, torch.zeros(32, device=DEVICE), tm, backend="torch")
         kernels.linear_with_sq_norms(x, w, sq_norms=torch.zeros(32, device=DEVICE), backend="torch")
         kernels.wanda_mask(w, s, n=2, m=4, backend="torch")
-    assert "aten" in mode.seen and _ops.NAMESPACE not in mode.seen
+    assert "aten" in mode.seen and OP_NAMESPACE not in mode.seen
     assert torch.equal(got, expected)
 
 

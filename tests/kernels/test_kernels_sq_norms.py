@@ -50,7 +50,7 @@ def test_accumulate_matches_fp64(backend, dtype, shape, with_mask):
 @pytest.mark.parametrize("max_splits", [1, 3])
 def test_accumulate_triton_splits(max_splits):
     """Single split (adds in place) and several splits (partials + ordered reduction)."""
-    from kernels.act_norms import accumulate_sq_norms_triton
+    from kernels.sq_norms import accumulate_sq_norms_triton
 
     x, tm = _inputs((3, 41, 50), torch.float16, seed=9, with_mask=True)
     s = torch.zeros(50, device=DEVICE)
@@ -99,7 +99,7 @@ def test_linear_without_statistic(backend):
 @SKIP_NO_TRITON
 def test_linear_triton_several_blocks_each_counted_once():
     """N spans several program columns and M several row blocks: each x element counted once."""
-    from kernels.act_norms import linear_with_sq_norms_triton
+    from kernels.sq_norms import linear_with_sq_norms_triton
 
     x, tm = _inputs((70, 45), torch.float32, seed=2, with_mask=True)
     w = torch.randn(50, 45).to(DEVICE)

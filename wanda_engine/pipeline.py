@@ -1,0 +1,484 @@
+"""The pruning pipeline, stage by stage: plan → load → evaluation text → calibration → block inputs →
+prune → evaluate → save → report. `run_prune` runs them in that order; each stage is a function of its
+own, so other pipelines can use them one by one:
+
+    plan = make_plan(PruneConfig(model="my-model", stream=False, eval="none"))
+    loaded = load(plan)                                      # once
+    seqlen = plan.seqlen_for(loaded.model.config)
+    calibration = calibrate(plan, loaded, seqlen)
+    batches = capture_calibration(plan, loaded, calibration)
+    pruned = prune(plan, loaded, batches)                    # loaded.model is pruned in place
+    # ... evaluate loaded.model with anything
+
+A streamed model (the default for safetensors sources) is never whole in memory: its evaluation windows
+are carried through the blocks beside the calibration batches (`carry_windows`), and its pruned blocks
+are written as they finish; `run_prune` does both inside a `PruneRun`.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from . import data
+from .config import PruneConfig
+from .data.base import CalibrationSet
+from .digests import files_digest, json_digest, tensors_digest
+from .eval import perplexity
+from .eval.perplexity import eval_windows, perplexity_from_hidden
+from .memory import peak_rss_mb
+from .models import decoder_blocks, load_model
+from .models.architecture import text_config
+from .models.loading import LoadedModel
+from .models.streaming import (
+    ShardWriter, StreamedBlocks, head_is_stored, load_outside_blocks, model_files, non_block_tensors,
+    return_freed_memory,
+)
+from .outputs import atomic_output_dir, replace_dir
+from .plan import Plan, make_plan
+from .prune.allocation import Allocation, BlockProfile
+from .prune.batches import BlockBatch, capture_block_inputs, copy_batches
+from .prune.block_loop import CarriedWindows, PruneOutcome, prune_blocks
+from .prune.importance import achieved_block_sparsity, block_profile, check_cached_importance, measure_block_importance
+from .report import AllocationReport, BlockImportance, MemoryReport, Report, write_report
+from .resume import RunCheckpoint, clear_partial, fingerprint
+from .run import PruneRun
+
+Log = Callable[[str], None]
+
+
+def run_prune(config: PruneConfig, log: Log = print) -> Report:
+    """Run the whole pipeline and return the report (also written to --save when given)."""
+    plan = make_plan(config)
+    for note in plan.notes:
+        log(note)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    with PruneRun(plan, log) as run:
+        with run.stage("load_s"):
+            loaded = run.holds(load(plan, log))
+        seqlen = plan.seqlen_for(loaded.model.config)
+        _describe_load(plan, loaded, seqlen, log)
+        eval_ids = evaluation_tokens(plan, loaded, seqlen, log)
+        with run.stage("calibration_s"):
+            calibration = calibrate(plan, loaded, seqlen, log)
+            storage, activations = hidden_states_place(plan, loaded, seqlen, eval_ids)
+            batches = capture_calibration(plan, loaded, calibration, storage)
+        run.windows = carry_windows(plan, loaded, eval_ids, seqlen, storage)
+        memory = memory_parts(loaded, _hidden_state_rows(plan, loaded, eval_ids, seqlen), seqlen)
+        ppl_dense = None if loaded.streamed else evaluate(plan, loaded, eval_ids, seqlen, "dense", run)
+        pruned = prune(plan, loaded, batches, run=run, calibration=calibration, eval_ids=eval_ids, seqlen=seqlen)
+        ppl_pruned = evaluate(plan, loaded, eval_ids, seqlen, "pruned", run)
+        if loaded.streamed and run.windows is not None:
+            ppl_dense, ppl_pruned = evaluate_carried(plan, loaded, run)
+        run.timings["eval_s"] = run.eval_seconds
+        save(plan, loaded, run)
+        run.timings["total_s"] = time.perf_counter() - run.started
+        report = make_report(plan, loaded, run, pruned, calibration, seqlen=seqlen, activations=activations,
+                             memory=memory, ppl_dense=ppl_dense, ppl_pruned=ppl_pruned,
+                             eval_windows=_window_count(plan, eval_ids, seqlen))
+        if plan.save_dir is not None:
+            write_report(plan.save_dir, report)
+            log(f"report written to {plan.save_dir}/report.json and report.md")
+        log("timings: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in run.timings.items())
+            + f"; peak RSS {report.peak_rss_mb:.0f} MB")
+        return report
+
+
+# --- load ---------------------------------------------------------------------------------------
+
+
+def load(plan: Plan, log: Log = print) -> LoadedModel:
+    """The model and its tokenizer; a model the run cannot handle is refused on its structure, before
+    its weights are read (`Plan.check_structure`). Streamed: a meta skeleton with the embeddings read."""
+    config = plan.config
+    return load_model(
+        config.model, dtype=plan.dtype, device=plan.device, cache_dir=config.cache_dir,
+        trust_remote_code=config.trust_remote_code, stream=config.stream, check=plan.check_structure, log=log,
+        progress=config.progress,
+    )
+
+
+def _describe_load(plan: Plan, loaded: LoadedModel, seqlen: int, log: Log) -> None:
+    log(f"model: {loaded.name} ({loaded.why}; weights: {loaded.source}) on {plan.device}, {plan.dtype}")
+    if loaded.streamed:
+        log(f"streaming: blocks read one at a time from {loaded.checkpoint.directory} (--no_stream loads the whole model)")
+    if plan.embedded and not (plan.config.nsamples and plan.config.seqlen):
+        log(f"embedded demo defaults: nsamples={plan.nsamples} seqlen={seqlen} eval_limit={plan.eval_limit} (flags override)")
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def evaluation_tokens(plan: Plan, loaded: LoadedModel, seqlen: int, log: Log = print) -> torch.Tensor | None:
+    """The evaluation text tokenized once (None for --eval none); C4 cut to the reference's 256 windows."""
+    if plan.eval_spec is None:
+        return None
+    text, description = data.load_eval_text(plan.eval_spec, data_dir=plan.config.data_dir)
+    eval_ids = loaded.tokenizer(text, return_tensors="pt").input_ids[0]
+    if plan.eval_spec == "c4":  # the reference scores only the first 256 windows of its C4 validation text
+        eval_ids = eval_ids[: 256 * seqlen]
+    log(f"evaluation: {description} ({plan.eval_reason})")
+    return eval_ids
+
+
+def calibrate(plan: Plan, loaded: LoadedModel, seqlen: int, log: Log = print) -> CalibrationSet | None:
+    """The calibration samples (None when the method and the allocation need none)."""
+    if not plan.uses_calibration:
+        return None
+    config = plan.config
+    calibration = data.load_calibration(
+        plan.calibration, loaded.tokenizer, nsamples=plan.nsamples, seqlen=seqlen, seed=config.seed,
+        data_dir=config.data_dir, text_field=config.text_field, text_template=config.text_template,
+        squad_format=config.calibration_format, packing=config.calibration_packing,
+    )
+    log(f"calibration data: {calibration.description}")
+    return calibration
+
+
+# --- hidden states at the first block -------------------------------------------------------------
+
+
+def _window_count(plan: Plan, eval_ids: torch.Tensor | None, seqlen: int) -> int | None:
+    if eval_ids is None:
+        return None
+    count = eval_ids.numel() // seqlen
+    return min(count, plan.eval_limit) if plan.eval_limit else count
+
+
+def _hidden_state_rows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int) -> int:
+    """Rows of hidden states carried through the blocks: the calibration samples, and with streamed
+    evaluation its windows twice (through the dense and through the pruned block)."""
+    calibration_rows = plan.nsamples if plan.uses_calibration else 0
+    windows = _window_count(plan, eval_ids, seqlen) if loaded.streamed else None
+    return calibration_rows + 2 * (windows or 0)
+
+
+def _hidden_states_bytes(loaded: LoadedModel, rows: int, seqlen: int) -> int:
+    hidden = int(getattr(text_config(loaded.model.config), "hidden_size", 0) or 0)
+    return rows * seqlen * hidden * loaded.dtype.itemsize
+
+
+def hidden_states_place(plan: Plan, loaded: LoadedModel, seqlen: int, eval_ids: torch.Tensor | None = None
+                        ) -> tuple[torch.device, str]:
+    """Where the hidden states live: on the compute device when they fit (with room for a block and its
+    intermediates), else in pinned host memory, moved to the device one batch at a time; and in words."""
+    rows = _hidden_state_rows(plan, loaded, eval_ids, seqlen)
+    model_config = text_config(loaded.model.config)
+    hidden = int(getattr(model_config, "hidden_size", 0) or 0)
+    intermediate = int(getattr(model_config, "intermediate_size", 0) or 0)
+    # Copies alive at once, in units of the inputs: reference = inputs + outputs + slack; sequential
+    # = inputs (updated in place) + every batch's MLP intermediate for one block + slack.
+    copies = 3 if plan.config.schedule == "reference" else 2 + max(1.0, intermediate / max(hidden, 1))
+    nbytes = _hidden_states_bytes(loaded, rows, seqlen)
+    size = f"{rows} × {seqlen} × {hidden} hidden states, {nbytes / 2**20:.0f} MiB"
+    device = plan.device
+    if not device.startswith("cuda"):
+        return torch.device(device), f"{device} ({size})"
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    if copies * nbytes < free // 2:
+        return torch.device(device), f"{device} ({size})"
+    return torch.device("cpu"), f"pinned host memory ({size}; did not fit beside the model on {device})"
+
+
+def capture_calibration(plan: Plan, loaded: LoadedModel, calibration: CalibrationSet | None,
+                        storage: torch.device | None = None) -> list[BlockBatch]:
+    """What the first decoder block receives for each calibration batch (none without calibration)."""
+    if calibration is None:
+        return []
+    return capture_block_inputs(loaded.model, calibration.input_ids, calibration.attention_mask,
+                                plan.config.batch_size, torch.device(plan.device), storage=storage)
+
+
+def carry_windows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int,
+                  storage: torch.device | None = None) -> CarriedWindows | None:
+    """Streamed evaluation: the windows' inputs to the first block, to be carried through each block
+    beside the calibration batches, through the dense block (dense perplexity) and the pruned one."""
+    if not loaded.streamed or eval_ids is None:
+        return None
+    windows = eval_windows(eval_ids, seqlen, plan.eval_limit)
+    dense = capture_block_inputs(loaded.model, windows, torch.ones_like(windows), plan.config.batch_size,
+                                 torch.device(plan.device), storage=storage)
+    return CarriedWindows(dense=dense, pruned=copy_batches(dense), token_ids=windows)
+
+
+def memory_parts(loaded: LoadedModel, rows: int, seqlen: int) -> MemoryReport:
+    """What a streamed run must hold beside the Python/torch baseline: the largest block's weights, the
+    input embeddings, an untied lm_head (read for evaluation and saving; 0 when tied) and one copy of the
+    hidden states (the benchmarks compare peak_rss_mb with their sum). Sizes in the model dtype; works
+    on a meta skeleton, so it is taken before pruning and nothing it reads can fail once the model is saved."""
+    def mib(tensors) -> float:
+        return sum(t.numel() * loaded.dtype.itemsize for t in tensors) / 2**20
+
+    model = loaded.model
+    try:
+        embeddings = model.get_input_embeddings()
+        embeddings_mb: float | None = mib(embeddings.parameters())
+        head = model.get_output_embeddings()
+    except NotImplementedError:  # remote model code without get_input_embeddings / get_output_embeddings
+        embeddings_mb, head = None, None
+    head_weight = getattr(head, "weight", None)
+    if head is None:
+        lm_head_mb: float | None = 0.0 if embeddings_mb is not None else None
+    elif head_weight is None:  # an output module of unknown make-up
+        lm_head_mb = None
+    else:
+        # As a streamed run reads it; in memory, tied means the very same parameter.
+        untied = head_is_stored(model, loaded.checkpoint) if loaded.streamed else head_weight is not embeddings.weight
+        lm_head_mb = mib([head_weight]) if untied else 0.0
+    return MemoryReport(
+        block_weights_mb=max((mib(block.parameters()) for block in decoder_blocks(model)), default=0.0),
+        embeddings_mb=embeddings_mb, lm_head_mb=lm_head_mb,
+        hidden_states_mb=_hidden_states_bytes(loaded, rows, seqlen) / 2**20,
+    )
+
+
+# --- prune --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pruned:
+    """What the prune stage decided and did."""
+
+    outcome: PruneOutcome
+    allocation: Allocation
+    profile: BlockProfile
+    importance: BlockImportance | None
+    notes: list[str] = field(default_factory=list)  # about the allocation
+    resumed_from_block: int | None = None
+
+
+def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: PruneRun | None = None,
+          calibration: CalibrationSet | None = None, eval_ids: torch.Tensor | None = None,
+          seqlen: int | None = None) -> Pruned:
+    """Allocate the sparsity over the blocks (measuring block importance when the policy needs it) and
+    prune every block; `batches` are advanced through the blocks. With a `run`, the evaluation windows it
+    carries go along, a streamed --save_model is written into its partial directory with checkpoints,
+    and --resume continues from the last one (`calibration`, `eval_ids` and `seqlen` are then needed for
+    the resume fingerprint and the importance's provenance)."""
+    log = run.log if run is not None else print
+    model, blocks = loaded.model, decoder_blocks(loaded.model)
+    windows = run.windows if run is not None else None
+    checkpoint, start_block, outcome_so_far, cached_importance = None, 0, None, plan.cached_importance
+    partial_dir = run.partial_dir if run is not None else None
+    if partial_dir is not None:
+        checkpoint = run.checkpoint = RunCheckpoint(
+            partial_dir, fingerprint(plan.config, _input_digests(plan, loaded, calibration, eval_ids)),
+            plan.config.checkpoint_every,
+        )
+        if plan.config.resume:
+            start_block, outcome_so_far, resumed_state = checkpoint.load(batches, windows)
+            log(f"resuming from block {start_block} of {len(blocks)} ({partial_dir})")
+            if resumed_state.get("importance") is not None:
+                cached_importance = BlockImportance(**{**resumed_state["importance"], "source": f"checkpoint in {partial_dir}",
+                                                       "seconds": 0.0})
+        else:
+            if partial_dir.exists():
+                log(f"removing the partial output of an earlier interrupted run: {partial_dir}")
+            clear_partial(partial_dir)
+            partial_dir.mkdir(parents=True)
+            run.made_partial = True
+
+    importance, notes = _block_importance(plan, loaded, batches, cached_importance, seqlen, run, log)
+    profile = block_profile(
+        model, importance.values(plan.block_statistic) if importance is not None else None,
+        row_rounding=plan.method.counts_per_row and not plan.target.structured,
+    )
+    allocation = plan.allocation.allocate(plan.target, profile, plan.allocation_settings)
+    notes += allocation.notes
+    for note in notes:
+        log(f"allocation: {note}")
+
+    if loaded.streamed:
+        writer = ShardWriter(partial_dir, len(blocks)) if partial_dir is not None else None
+        store = StreamedBlocks(model, loaded.checkpoint, loaded.dtype, plan.device, writer)
+    else:
+        store = model
+    outcome = outcome_so_far or PruneOutcome(block_sparsity=[t.ratio for t in allocation.targets])
+    saved_importance = asdict(importance) if importance is not None else None
+
+    def after_block(index: int) -> None:
+        if checkpoint is not None and checkpoint.due(index, len(blocks)):
+            checkpoint.save(index + 1, batches, windows, outcome, {"importance": saved_importance})
+
+    prune_blocks(
+        store, batches, plan.method, allocation.targets, schedule=plan.schedule, progress=plan.config.progress,
+        start=start_block, windows=windows, after_block=after_block, outcome=outcome,
+    )
+    batches.clear()  # their hidden states are no longer needed
+    if loaded.streamed:
+        return_freed_memory()  # before the rest of the model is read (evaluation, saving)
+    if run is not None:
+        run.timings["prune_s"] = outcome.prune_s
+        if loaded.streamed:
+            run.timings["block_io_s"] = outcome.block_io_s
+    log(f"pruned {outcome.pruned_params:,} of the {outcome.total_params:,} weights in the weight matrices of "
+        f"{len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
+    return Pruned(outcome=outcome, allocation=allocation, profile=profile, importance=importance, notes=notes,
+                  resumed_from_block=start_block if plan.config.resume else None)
+
+
+def _input_digests(plan: Plan, loaded: LoadedModel, calibration: CalibrationSet | None,
+                   eval_ids: torch.Tensor | None) -> dict[str, str | None]:
+    """The contents a resumed run must share with the interrupted one, beside its settings."""
+    cached = plan.cached_importance
+    return {
+        "calibration tokens": tensors_digest(calibration.input_ids, calibration.attention_mask) if calibration else None,
+        "evaluation tokens": tensors_digest(eval_ids) if eval_ids is not None else None,
+        "model files": files_digest(model_files(loaded.checkpoint)),
+        "--importance_from block importance": json_digest(asdict(cached)) if cached is not None else None,
+    }
+
+
+def _block_importance(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], cached: BlockImportance | None,
+                      seqlen: int | None, run: PruneRun | None, log: Log) -> tuple[BlockImportance | None, list[str]]:
+    """The block statistic the allocation policy ranks by: reused (--importance_from, a checkpoint) or
+    measured in one dense pass; and notes on how a reused one differs from this run."""
+    if plan.block_statistic is None:
+        return None, []
+    blocks = decoder_blocks(loaded.model)
+    measured_on = {
+        "model": loaded.name, "calibration_dataset": plan.calibration, "nsamples": plan.nsamples,
+        "seqlen": seqlen or plan.seqlen_for(loaded.model.config), "seed": plan.config.seed,
+    }
+    if cached is not None:
+        notes = check_cached_importance(
+            cached, model_name=loaded.name, num_blocks=len(blocks), statistic=plan.block_statistic,
+            owl_m=plan.allocation_settings.owl_m, measured_on=measured_on,
+        )
+        log(f"block importance: read from {cached.source}")
+        return cached, notes
+    dense_blocks = StreamedBlocks(loaded.model, loaded.checkpoint, loaded.dtype, plan.device) if loaded.streamed else loaded.model
+    importance = measure_block_importance(
+        dense_blocks, batches, owl_m=plan.allocation_settings.owl_m, progress=plan.config.progress, measured_on=measured_on
+    )
+    if run is not None:
+        run.timings["importance_s"] = importance.seconds
+    log(f"block importance: one dense pass over {len(blocks)} blocks in {importance.seconds:.1f}s")
+    return importance, []
+
+
+# --- evaluate -----------------------------------------------------------------------------------
+
+
+def evaluate(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int, label: str,
+             run: PruneRun | None = None) -> float | None:
+    """Perplexity of an in-memory model as it is now (None for --eval none or a streamed model, whose
+    perplexities come from the carried windows: `evaluate_carried`); timed into eval_s."""
+    if eval_ids is None or loaded.streamed:
+        return None
+    started = time.perf_counter()
+    ppl, windows = perplexity(
+        loaded.model, eval_ids, seqlen, limit=plan.eval_limit, batch_size=plan.config.batch_size,
+        progress=plan.config.progress, desc=f"{label} ppl",
+    )
+    if run is not None:
+        run.eval_seconds += time.perf_counter() - started
+    (run.log if run is not None else print)(f"{label} perplexity: {ppl:.3f} ({windows} windows of {seqlen})")
+    return ppl
+
+
+def evaluate_carried(plan: Plan, loaded: LoadedModel, run: PruneRun) -> tuple[float, float]:
+    """Dense and pruned perplexity of a streamed model from the windows carried through its blocks; the
+    logits come from the model's own forward (everything outside the blocks is read for it)."""
+    windows, started = run.windows, time.perf_counter()
+    load_outside_blocks(loaded.model, loaded.checkpoint, loaded.dtype, plan.device)
+    as_tuple = windows.blocks_return_tuple
+    ppl_dense = perplexity_from_hidden(loaded.model, [b.hidden for b in windows.dense], windows.token_ids,
+                                       blocks_return_tuple=as_tuple)
+    ppl_pruned = perplexity_from_hidden(loaded.model, [b.hidden for b in windows.pruned], windows.token_ids,
+                                        blocks_return_tuple=as_tuple)
+    run.eval_seconds += windows.seconds + time.perf_counter() - started
+    count, seqlen = windows.token_ids.shape
+    run.log(f"dense perplexity: {ppl_dense:.3f}; pruned perplexity: {ppl_pruned:.3f} ({count} windows of {seqlen}, streamed)")
+    run.windows = None
+    return ppl_dense, ppl_pruned
+
+
+# --- save ---------------------------------------------------------------------------------------
+
+
+def save(plan: Plan, loaded: LoadedModel, run: PruneRun | None = None) -> None:
+    """Write the pruned model to --save_model: a streamed one's blocks are already in the run's partial
+    directory (the rest is added and the directory renamed into place), a whole one is saved at once."""
+    model_dir = plan.model_dir
+    if model_dir is None:
+        return
+    started = time.perf_counter()
+    partial_dir = run.partial_dir if run is not None else None
+    if partial_dir is not None:
+        writer = ShardWriter(partial_dir, len(decoder_blocks(loaded.model)))
+        writer.finish(non_block_tensors(loaded.model, loaded.checkpoint, loaded.dtype), loaded.model.config, loaded.tokenizer)
+        clear_partial(partial_dir / "resume")
+        replace_dir(partial_dir, model_dir)
+    else:
+        with atomic_output_dir(model_dir) as tmp:
+            loaded.model.save_pretrained(tmp, safe_serialization=True)
+            loaded.tokenizer.save_pretrained(tmp)
+    if run is not None:
+        run.timings["save_model_s"] = time.perf_counter() - started
+        run.log(f"pruned model saved to {model_dir}")
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, calibration: CalibrationSet | None, *,
+                seqlen: int, activations: str, memory: MemoryReport, ppl_dense: float | None,
+                ppl_pruned: float | None, eval_windows: int | None) -> Report:
+    config, outcome, allocation, profile = plan.config, pruned.outcome, pruned.allocation, pruned.profile
+    return Report(
+        model=loaded.name,
+        model_source=loaded.source,
+        prune_method=plan.method.name,
+        sparsity_type=plan.target.label,
+        sparsity_ratio=plan.target.ratio,
+        actual_sparsity=outcome.actual_sparsity,
+        per_layer=outcome.per_layer,
+        block_sparsity=outcome.block_sparsity,
+        sparsity_allocation=config.sparsity_allocation,
+        allocation=AllocationReport(
+            policy=config.sparsity_allocation,
+            statistic=plan.block_statistic,
+            settings=plan.allocation.settings(plan.allocation_settings),
+            tier_delta_used=allocation.delta,
+            tiers=allocation.tiers,
+            block_types=[t.label for t in allocation.targets],
+            block_params=list(profile.params),
+            mean_ratio=sum(r * n for r, n in zip(allocation.ratios, profile.params)) / max(sum(profile.params), 1),
+            block_achieved=achieved_block_sparsity(loaded.model, outcome.per_layer),
+            mean_forced=allocation.mean_forced,
+            notes=pruned.notes,
+        ),
+        block_importance=pruned.importance,
+        schedule=config.schedule,
+        streamed=loaded.streamed,
+        activations=activations,
+        resumed_from_block=pruned.resumed_from_block,
+        ppl_dense=ppl_dense,
+        ppl_pruned=ppl_pruned,
+        eval_dataset=plan.eval_spec,
+        eval_windows=eval_windows,
+        nsamples=plan.nsamples if plan.uses_calibration else 0,
+        seqlen=seqlen,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        calibration_dataset=plan.calibration if plan.uses_calibration else None,
+        calibration_description=calibration.description if calibration is not None else "not needed by this method",
+        device=plan.device,
+        dtype=plan.dtype,
+        timings=run.timings,
+        peak_rss_mb=peak_rss_mb(),
+        memory=memory,
+        versions={
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+        },
+        config=asdict(config),
+    )
