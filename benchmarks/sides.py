@@ -91,8 +91,6 @@ def _common(args, loaded, calib) -> dict:
 
 
 def restatement(args) -> int:
-    import torch
-
     from benchmarks.reference_wanda import reference_prune
     from wanda_engine.prune.sparsity import parse_sparsity
 

@@ -385,7 +385,11 @@ def test_importance_cache_round_trip(tiny_model_dir, calibration_text_file, tmp_
 def test_importance_from_a_report_without_it(tiny_model_dir, calibration_text_file, tmp_path, capsys):
     code, _, err, uniform_dir, _ = _run(tiny_model_dir, calibration_text_file, tmp_path, capsys, "u", [])
     assert code == 0, err
-    for source, needle in [(uniform_dir, "block_importance"), (tmp_path / "missing.json", "no such report")]:
+    incomplete, not_a_dict = tmp_path / "incomplete.json", tmp_path / "not_a_dict.json"
+    incomplete.write_text(json.dumps({"block_importance": {"influence": [0.1, 0.2, 0.3], "outlier": [0.0, 0.0, 0.0]}}))
+    not_a_dict.write_text(json.dumps({"block_importance": [0.1, 0.2, 0.3]}))
+    for source, needle in [(uniform_dir, "the report has no block_importance"), (tmp_path / "missing.json", "no such report"),
+                           (incomplete, "block_importance is incomplete"), (not_a_dict, "the report has no block_importance")]:
         code, _, err, _, _ = _run(
             tiny_model_dir, calibration_text_file, tmp_path, capsys, "again",
             ["--sparsity_allocation", "three_tier", "--importance_from", str(source)],
@@ -440,3 +444,18 @@ def test_cli_help_lists_the_policies(capsys):
     out = capsys.readouterr().out
     for flag in ("three_tier", "owl", "--importance_from", "--tier_types", "--owl_lambda"):
         assert flag in out
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("policy", ["owl", "three_tier"])
+def test_magnitude_with_a_measured_block_importance(policy, stream, tiny_model_dir, calibration_text_file, tmp_path):
+    """Magnitude needs no statistics, but the allocation's block importance does: the calibration
+    batches serve the importance pass, then every block is pruned from its weights alone."""
+    from model_helpers import tiny_run_config
+    from wanda_engine.api import run_prune
+
+    report = run_prune(tiny_run_config(tiny_model_dir, calibration_text_file, tmp_path, prune_method="magnitude",
+                                       sparsity_allocation=policy, sparsity_ratio=0.6, stream=stream, eval="none"),
+                       log=lambda *_: None)
+    assert report.block_importance is not None and report.block_importance.source == "measured"
+    assert report.actual_sparsity == pytest.approx(0.6, abs=0.01) and len(set(report.block_sparsity)) > 1

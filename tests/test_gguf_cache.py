@@ -308,3 +308,14 @@ def test_rope_freqs_of_no_llama3_shape_is_refused(tmp_path):
     write_tiny_gguf(source, blocks=1, extra_tensor="rope_freqs.weight")  # random factors
     with pytest.raises(UserError, match="rope_freqs tensor cannot be expressed as rope parameters"):
         load_model(str(source), cache_dir=tmp_path / "cache", log=lambda _message: None, progress=False)
+
+
+@pytest.mark.parametrize("rope", [
+    {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},   # Llama 3.1
+    {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},  # Llama 3.2
+])
+def test_llama3_rope_parameters_of_real_llama_files_come_back_exactly(rope):
+    from wanda_engine.testing import llama3_rope_factors
+
+    factors = llama3_rope_factors(rope, 500000.0, 128)  # what llama.cpp writes for them
+    assert gguf_convert.llama3_rope_parameters(factors, 500000.0, 128) == {"rope_type": "llama3", "rope_theta": 500000.0, **rope}

@@ -91,3 +91,17 @@ def test_readme_python_api_example_runs(tiny_model_dir, calibration_text_file):
     total = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.lm_head)
     assert zeros / total == pytest.approx(0.5, abs=1e-3)
     assert namespace["pruned"].outcome.actual_sparsity == pytest.approx(zeros / total)
+
+
+def test_stages_refuse_a_streamed_model_without_a_run(tiny_model_dir, calibration_text_file):
+    """A streamed model is written block by block into a run's partial output as it is pruned: pruning
+    it without a run would throw the pruned blocks away."""
+    from wanda_engine.config import PruneConfig
+    from wanda_engine.pipeline import calibrate, capture_calibration, load, make_plan, prune
+
+    plan = make_plan(PruneConfig(model=tiny_model_dir, calibration_dataset=calibration_text_file, eval="none",
+                                 nsamples=2, seqlen=32))
+    loaded = load(plan)
+    assert loaded.streamed
+    with pytest.raises(ValueError, match="pass run="):
+        prune(plan, loaded, capture_calibration(plan, loaded, calibrate(plan, loaded, 32)))

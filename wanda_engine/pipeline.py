@@ -261,6 +261,9 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
     carries go along, a streamed --save_model is written into its partial directory with checkpoints,
     and --resume continues from the last one (`calibration`, `eval_ids` and `seqlen` are then needed for
     the resume fingerprint and the importance's provenance)."""
+    if loaded.streamed and run is None:
+        raise ValueError("prune(): a streamed model is written block by block as it is pruned, into a PruneRun's "
+                         "partial output; pass run= (as run_prune does) or load the model with stream=False")
     log = run.log if run is not None else print
     model, blocks = loaded.model, decoder_blocks(loaded.model)
     windows = run.windows if run is not None else None
@@ -310,7 +313,7 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
         store, batches, plan.method, allocation.targets, schedule=plan.schedule, progress=plan.config.progress,
         start=start_block, windows=windows, after_block=after_block, outcome=outcome,
     )
-    batches.clear()  # their hidden states are no longer needed
+    batches.clear()  # their hidden states are no longer needed (a weights-only schedule does not advance them)
     if loaded.streamed:
         return_freed_memory()  # before the rest of the model is read (evaluation, saving)
     if run is not None:
@@ -409,6 +412,8 @@ def save(plan: Plan, loaded: LoadedModel, run: PruneRun | None = None) -> None:
     model_dir = plan.model_dir
     if model_dir is None:
         return
+    if loaded.streamed and (run is None or run.partial_dir is None):
+        raise ValueError("save(): a streamed model's pruned blocks are in the run's partial output; pass the run")
     started = time.perf_counter()
     partial_dir = run.partial_dir if run is not None else None
     if partial_dir is not None:

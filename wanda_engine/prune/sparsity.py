@@ -24,10 +24,6 @@ class SparsityTarget:
     def label(self) -> str:
         return f"{self.n}:{self.m}" if self.structured else "unstructured"
 
-    def with_ratio(self, ratio: float) -> "SparsityTarget":
-        """The same pattern at another ratio (per-block allocation); N:M patterns keep their ratio."""
-        return self if self.structured else SparsityTarget(ratio)
-
 
 def parse_sparsity(sparsity_type: str, sparsity_ratio: float | None) -> SparsityTarget:
     """`sparsity_ratio=None` means "not given": 0.5 for unstructured, N/M for N:M."""

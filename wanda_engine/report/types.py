@@ -16,9 +16,9 @@ BLOCK_STATISTICS = ("influence", "outlier")
 class BlockImportance:
     """Per-block statistics of the dense model, for the sparsity-allocation policies (prune/importance.py)."""
 
-    influence: list[float] = field(default_factory=list)
-    outlier: list[float] = field(default_factory=list)  # fraction of scores above owl_m × the block mean (not a percentage)
-    owl_m: float = 5.0
+    influence: list[float] | None = None  # None: absent from the report read back
+    outlier: list[float] | None = None  # fraction of scores above owl_m × the block mean (not a percentage)
+    owl_m: float | None = None
     measured_on: dict = field(default_factory=dict)  # model and calibration the values came from
     source: str = "measured"  # "measured" (this run) or the report path they were read from
     seconds: float = 0.0
@@ -115,8 +115,8 @@ class Report:
             values["allocation"] = _known(AllocationReport, values["allocation"])
         if isinstance(values.get("memory"), dict):
             values["memory"] = MemoryReport.from_json(values["memory"])
-        if isinstance(values.get("block_importance"), dict):
-            values["block_importance"] = _known(BlockImportance, values["block_importance"])
+        importance = values.get("block_importance")
+        values["block_importance"] = _known(BlockImportance, importance) if isinstance(importance, dict) else None
         return cls(**values)
 
     @classmethod

@@ -16,6 +16,7 @@ rope parameters (and checked to reproduce those factors).
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -136,12 +137,13 @@ def llama3_rope_parameters(factors: np.ndarray, theta: float, head_dim: int) -> 
         return None
     wavelengths = 2 * math.pi * theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     for context, high in _llama3_candidates(factors, factor, wavelengths):
-        for original in (int(round(context)), float(context)):  # an integer where one fits, as configs have
+        # round values where they fit, as configs write them (4.0, not 3.9999994 from the fit)
+        for original, high_factor in itertools.product((int(round(context)), float(context)), (round(high, 3), float(high))):
             parameters = {
                 "rope_type": "llama3", "rope_theta": theta, "factor": factor, "low_freq_factor": 1.0,
-                "high_freq_factor": float(high), "original_max_position_embeddings": original,
+                "high_freq_factor": high_factor, "original_max_position_embeddings": original,
             }
-            if high > 1 and np.allclose(_llama3_factors(parameters, wavelengths), factors, rtol=2e-6, atol=0):
+            if high_factor > 1 and np.allclose(_llama3_factors(parameters, wavelengths), factors, rtol=2e-6, atol=0):
                 return parameters
     raise ValueError("they do not follow the llama3 rope scaling")
 
@@ -188,12 +190,11 @@ def _llama3_factors(parameters: dict, wavelengths: np.ndarray) -> np.ndarray:
     return np.where(wavelengths < context / high, 1.0, np.where(wavelengths > context / low, factor, divisor))
 
 
-def _check_complete(missing, unexpected, tied: bool) -> None:
-    """Every weight of the model converted and nothing else (a tied lm_head is the embeddings)."""
+def _check_complete(missing, tied: bool) -> None:
+    """Every weight of the model has a GGUF tensor (a tied lm_head is the embeddings)."""
     missing = sorted(name for name in missing if not (tied and name == "lm_head.weight"))
-    unexpected = sorted(unexpected)
-    if missing or unexpected:
-        raise RuntimeError(f"tensors lost in conversion: missing={missing[:4]} unexpected={unexpected[:4]}")
+    if missing:
+        raise RuntimeError(f"the GGUF file has no tensor for {', '.join(missing[:4])}" + (" ..." if len(missing) > 4 else ""))
 
 
 def convert_gguf(
@@ -247,7 +248,7 @@ def convert_gguf(
     hf_name_of = hf_names(skeleton, architecture)
     wanted = [tensor for tensor in table if tensor.name in hf_name_of]
     found = {hf_name_of[tensor.name] for tensor in wanted}
-    _check_complete(set(expected) - found, found - set(expected), config.tie_word_embeddings)
+    _check_complete(set(expected) - found, config.tie_word_embeddings)
     unused = [t.name for t in table if t.name not in hf_name_of and not (t.name == _ROPE_FREQS and rope_freqs is not None)]
     if unused:
         note(f"GGUF tensors with no place in {type(skeleton).__name__}, not converted: {', '.join(unused[:6])}"
