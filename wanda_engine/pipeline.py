@@ -30,7 +30,7 @@ from .config import PruneConfig
 from .data.base import CalibrationSet
 from .digests import files_digest, json_digest, tensors_digest
 from .eval import perplexity
-from .eval.perplexity import eval_windows, perplexity_from_hidden
+from .eval.perplexity import eval_windows, perplexity_from_hidden, window_count
 from .memory import peak_rss_mb
 from .models import decoder_blocks, load_model
 from .models.architecture import text_config
@@ -145,10 +145,7 @@ def calibrate(plan: Plan, loaded: LoadedModel, seqlen: int, log: Log = print) ->
 
 
 def _window_count(plan: Plan, eval_ids: torch.Tensor | None, seqlen: int) -> int | None:
-    if eval_ids is None:
-        return None
-    count = eval_ids.numel() // seqlen
-    return min(count, plan.eval_limit) if plan.eval_limit else count
+    return None if eval_ids is None else window_count(eval_ids.numel(), seqlen, plan.eval_limit)
 
 
 def _hidden_state_rows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int) -> int:

@@ -17,16 +17,20 @@ from ..models.blocks import decoder_blocks
 _LOGIT_BUDGET = 2**28
 
 
+def window_count(n_tokens: int, seqlen: int, limit: int | None = None) -> int:
+    """How many windows the protocol scores: whole seqlen windows (the remainder dropped), at most `limit`."""
+    count = n_tokens // seqlen
+    return count if limit is None else min(count, limit)
+
+
 def eval_windows(input_ids: torch.Tensor, seqlen: int, limit: int | None = None) -> torch.Tensor:
     """[n_windows, seqlen] non-overlapping windows of a 1-D token sequence."""
-    n_windows = input_ids.numel() // seqlen
+    n_windows = window_count(input_ids.numel(), seqlen, limit)
     if n_windows == 0:
         raise UserError(
             f"--seqlen {seqlen}: the evaluation text has only {input_ids.numel()} tokens, fewer than one window; "
             "use a smaller --seqlen or a longer evaluation text"
         )
-    if limit is not None:
-        n_windows = min(n_windows, limit)
     return input_ids.reshape(-1)[: n_windows * seqlen].view(n_windows, seqlen)
 
 
