@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from wanda_engine.config import DTYPES, SQUAD_TEXT_FORMATS, PruneConfig
+from wanda_engine.config import DTYPES, SQUAD_TEXT_FORMATS, EvalConfig, ExperimentConfig, FinetuneConfig, PruneConfig
 
 _ESCAPES = {"\\\\": "\\", "\\n": "\n", "\\t": "\t"}
 
@@ -42,6 +42,10 @@ class _DefaultsHelp(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+TASKS_HELP = ("comma-separated: wikitext2, c4 (engine perplexity), squad, gsm8k, boolq (offline from --data_dir), "
+              "wanda_zero_shot (the Wanda paper's 7 tasks), any lm-eval task (needs the hub), or a text file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(("cli.py", "wanda-engine")) else "cli.py"
     parser = _OneLineErrors(prog=program, description="Wanda pruning for LLaMA-family models.")
@@ -51,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prune a model (default: the embedded SmolLM2-135M-Instruct, 50%% unstructured Wanda)",
         formatter_class=_DefaultsHelp,
     )
-    defaults = PruneConfig()
-
-    def add(flag: str, **options) -> None:  # each flag's default is PruneConfig's
-        if options.get("action") != "store_true":  # switches are off unless given (--no_stream: stream=False)
-            options["default"] = getattr(defaults, flag.removeprefix("--"))
-        prune.add_argument(flag, **options)
+    add = _flags_with_defaults(prune, PruneConfig())  # --no_stream: stream=False (see main)
 
     add("--model", help="HF hub id, local model directory or .gguf file (default: embedded SmolLM2-135M-Instruct)")
     add("--prune_method", help="wanda or magnitude")
@@ -106,9 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted streamed --save_model run from its last checkpoint (same command otherwise)")
     add("--checkpoint_every", type=float,
         help="seconds between resume checkpoints of a streamed --save_model run (0 = after every block)")
+    add("--tasks", help=f"score the pruned model (and the dense one before it) on these tasks as `eval` does: {TASKS_HELP}")
+    add("--task_limit", type=int, help="--tasks: the first N examples of each task (default: all)")
+    add("--num_fewshot", type=int, help="--tasks: few-shot examples per prompt (default: each task's own)")
+    add("--max_gen_toks", type=int, help="--tasks: most tokens generated per answer")
+    add("--squad_unanswerable", action="store_true", help="--tasks: score SQuAD v2's unanswerable questions too")
+    add("--no_dense_eval", action="store_true", help="--tasks: score only the pruned model, not the dense one first")
     add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add("--no_progress", action="store_true", help="no progress bars")
 
+    _add_eval_parser(commands)
+    _add_finetune_parser(commands)
+    _add_experiment_parser(commands)
     cache = commands.add_parser("cache", help="list the cached GGUF conversions and hub downloads; remove conversions")
     cache.add_argument("--cache_dir", default=None, help="the cache (default ~/.cache/wanda_engine or $WANDA_ENGINE_CACHE)")
     removal = cache.add_mutually_exclusive_group()
@@ -116,6 +124,102 @@ def build_parser() -> argparse.ArgumentParser:
                          help="remove these conversions (names as listed); a later run converts again")
     removal.add_argument("--remove_all", action="store_true", help="remove every conversion")
     return parser
+
+
+def _flags_with_defaults(parser: argparse.ArgumentParser, defaults):
+    """add(flag, ...) for `parser`, each flag's default the field of the same name in `defaults` (a
+    config dataclass); switches (store_true) are off unless given."""
+
+    def add(flag: str, **options) -> None:
+        if options.get("action") != "store_true":
+            options["default"] = getattr(defaults, flag.removeprefix("--"))
+        parser.add_argument(flag, **options)
+
+    return add
+
+
+def _add_eval_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "eval", help="score a model on tasks (lm-evaluation-harness in-process; offline SQuAD/GSM8K/BoolQ from --data_dir)",
+        formatter_class=_DefaultsHelp,
+    )
+    add = _flags_with_defaults(evaluate, EvalConfig())
+
+    add("--tasks", required=True, help=TASKS_HELP)
+    add("--model", help="saved model directory, HF hub id or .gguf file (default: embedded SmolLM2-135M-Instruct)")
+    add("--limit", type=int, help="score the first N examples of each task in file order (windows for perplexity; default: all)")
+    add("--num_fewshot", type=int, help="few-shot examples per prompt (default: each task's own: gsm8k 5, boolq 0, squad 0)")
+    add("--data_dir", help="folder with squad/*dev*.json, gsm8k/test.jsonl, boolq/dev.jsonl, wikitext2/, c4/ (official formats)")
+    add("--batch_size", type=int, help="examples per forward / generate call")
+    add("--seqlen", type=int, help="perplexity window (default 512 for the embedded model, else min(2048, model context))")
+    add("--max_gen_toks", type=int, help="most tokens generated per answer (gsm8k, squad; lm-eval's default)")
+    add("--squad_unanswerable", action="store_true",
+        help="score SQuAD v2's unanswerable questions too (a generated 'unanswerable' counts as abstaining)")
+    add("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    add("--dtype", choices=DTYPES, help="model dtype (default float16 on CUDA, float32 on CPU)")
+    add("--cache_dir", help="cache for converted GGUF models and hub downloads (default ~/.cache/wanda_engine or $WANDA_ENGINE_CACHE)")
+    add("--save", help="directory for results.json, results.md and samples/TASK.jsonl")
+    add("--overwrite", action="store_true", help="replace an existing non-empty --save directory")
+    add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
+    add("--no_progress", action="store_true", help="no progress bars of the engine's (lm-eval's request bars remain)")
+
+
+def _add_finetune_parser(commands) -> None:
+    finetune = commands.add_parser(
+        "finetune", help="recovery fine-tuning of a pruned model, its sparsity mask kept (transformers Trainer; peft for --lora)",
+        formatter_class=_DefaultsHelp,
+    )
+    add = _flags_with_defaults(finetune, FinetuneConfig())
+
+    add("--model", help="the pruned model directory (default: embedded SmolLM2-135M-Instruct)")
+    add("--dataset", help="squad, gsm8k, boolq, wikitext2 (their train splits from --data_dir), a text file, or a .jsonl "
+                          "file with question/answer (and context) fields")
+    add("--template", choices=["plain", "qa", "alpaca"],
+        help="plain: language modelling on text windows; qa: 'Context: ...\\nQuestion: ...\\nAnswer: ...'; alpaca: "
+             "### Instruction / ### Input / ### Response; templated data: loss on the answer only (default: plain for "
+             "running text, qa for records)")
+    add("--output", required=True, help="directory for the fine-tuned model, finetune.json and the training curve")
+    add("--lora", action="store_true", help="train LoRA adapters on the block linears instead of every weight; merged at the end")
+    add("--lora_rank", type=int, help="LoRA rank")
+    add("--lora_alpha", type=float, help="LoRA alpha")
+    add("--keep_adapter", action="store_true", help="--lora: save the adapter unmerged (the pruned weights untouched)")
+    add("--max_steps", type=int, help="optimizer steps")
+    add("--lr", type=float, help="peak learning rate (linear decay)")
+    add("--weight_decay", type=float, help="AdamW weight decay (pruned entries stay zero regardless)")
+    add("--batch_size", type=int, help="examples per step")
+    add("--seqlen", type=int, help="tokens per example (prompts are cut from the left)")
+    add("--eval_examples", type=int, help="most examples held out for the evaluation loss (at most a tenth of the data)")
+    add("--eval_every", type=int, help="steps between evaluation losses (default: max_steps / 5)")
+    add("--seed", type=int, help="seed for the data order and initialisation")
+    add("--data_dir", help="folder with squad/, gsm8k/, boolq/, wikitext2/ in the official formats")
+    add("--device", help="cpu, cuda, cuda:N (default: cuda if available)")
+    add("--cache_dir", help="cache for converted GGUF models and hub downloads")
+    add("--overwrite", action="store_true", help="replace an existing non-empty --output directory")
+    add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
+    add("--no_progress", action="store_true", help="no progress bars")
+
+
+def _add_experiment_parser(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment", help="the prune × fine-tune × evaluate matrix, with the dense and pruned models as baselines",
+        formatter_class=_DefaultsHelp,
+    )
+    experiment.add_argument("--output", required=True, help="directory for the cells (kept: a rerun resumes) and results")
+    experiment.add_argument("--model", default=None, help="the dense model (default: embedded SmolLM2-135M-Instruct)")
+    experiment.add_argument("--config", default=None, help="TOML matrix: rows, sparsity, [prune], [finetune], [eval] settings "
+                                                           "(default: the 4-row WikiText-2/SQuAD study; see docs/experiment.md)")
+    experiment.add_argument("--data_dir", default=None, help="folder with wikitext2/, squad/, gsm8k/, boolq/")
+    experiment.add_argument("--sparsity_ratio", type=float, default=None, help="overrides the config's (default 0.5)")
+    experiment.add_argument("--nsamples", type=int, default=None, help="calibration samples per pruning")
+    experiment.add_argument("--tasks", default=None, help="overrides the config's (default squad,gsm8k,boolq,wikitext2)")
+    experiment.add_argument("--task_limit", type=int, default=None, help="the first N examples of each task")
+    experiment.add_argument("--max_gen_toks", type=int, default=None, help="most tokens generated per answer")
+    experiment.add_argument("--max_steps", type=int, default=None, help="fine-tuning steps per row")
+    experiment.add_argument("--finetune_seqlen", type=int, default=None, help="tokens per fine-tuning example")
+    experiment.add_argument("--lora", action="store_true", default=None, help="fine-tune LoRA adapters (merged, mask re-applied)")
+    experiment.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    experiment.add_argument("--cache_dir", default=None, help="cache for converted GGUF models and hub downloads")
+    experiment.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     # Import after parsing so --help is instant and bad flags fail before torch loads.
     from transformers.utils import logging as hf_logging
 
-    from wanda_engine.api import run_prune
+    from wanda_engine.api import run_eval, run_prune
     from wanda_engine.errors import UserError
     from wanda_engine.models.cache import cache_command
 
@@ -141,7 +245,21 @@ def main(argv: list[str] | None = None) -> int:
             cache_command(options["cache_dir"], remove=options["remove"] or [], remove_all=options["remove_all"])
             return 0
         options["progress"] = not options.pop("no_progress")
+        if command == "eval":
+            run_eval(EvalConfig(**options))
+            return 0
+        if command == "experiment":
+            from wanda_engine.experiment import run_experiment
+
+            run_experiment(ExperimentConfig(**options))
+            return 0
+        if command == "finetune":
+            from wanda_engine.finetune import run_finetune
+
+            run_finetune(FinetuneConfig(**options))
+            return 0
         options["stream"] = not options.pop("no_stream")
+        options["dense_eval"] = not options.pop("no_dense_eval")
         run_prune(PruneConfig(**options))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

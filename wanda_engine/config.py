@@ -55,4 +55,82 @@ class PruneConfig:
     stream: bool = True
     resume: bool = False
     checkpoint_every: float = 300.0  # seconds between resume checkpoints of a streamed --save_model run
+    # Task scores of the pruned model (and of the dense one before it), as `cli.py eval` computes them.
+    tasks: str | None = None
+    task_limit: int | None = None  # the first N examples of each task; None: all
+    num_fewshot: int | None = None  # None: each task's own default
+    max_gen_toks: int = 256
+    squad_unanswerable: bool = False
+    dense_eval: bool = True  # score the dense model on --tasks too (before pruning)
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """The settings of `python cli.py eval` (its flags are these fields, with these defaults)."""
+
+    tasks: str = ""  # comma-separated: wikitext2, c4, squad, gsm8k, boolq, wanda_zero_shot, any lm-eval task, a text file
+    model: str | None = None  # None: the embedded SmolLM2
+    limit: int | None = None  # the first N examples (windows for perplexity) of each task; None: all
+    num_fewshot: int | None = None  # None: each task's own default
+    data_dir: str | None = None
+    batch_size: int = 8
+    seqlen: int | None = None  # perplexity windows; None: as `prune` (512 embedded, else min(2048, context))
+    max_gen_toks: int = 256  # lm-eval's default cap on generated tokens (gsm8k, squad)
+    squad_unanswerable: bool = False
+    device: str | None = None
+    dtype: str | None = None
+    cache_dir: str | None = None
+    save: str | None = None
+    overwrite: bool = False
+    trust_remote_code: bool = False
+    progress: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    """The settings of `python cli.py finetune` (its flags are these fields, with these defaults)."""
+
+    model: str | None = None  # the pruned model (a --save_model directory); None: the embedded SmolLM2
+    dataset: str = "squad"  # squad, gsm8k, boolq, wikitext2 (train splits), or a .txt / .jsonl file
+    template: str | None = None  # plain, qa, alpaca; None: plain for running text, qa for records
+    output: str | None = None
+    lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    keep_adapter: bool = False  # --lora: save the adapter unmerged instead of merging it (mask re-applied)
+    max_steps: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 4
+    seqlen: int = 256
+    eval_examples: int = 32  # held out from the fine-tuning data for the evaluation loss
+    eval_every: int | None = None  # steps between evaluation losses; None: max_steps // 5
+    seed: int = 0
+    data_dir: str | None = None
+    device: str | None = None
+    cache_dir: str | None = None
+    overwrite: bool = False
+    trust_remote_code: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """The settings of `python cli.py experiment`; the size flags override the --config file."""
+
+    output: str | None = None
+    model: str | None = None  # None: the embedded SmolLM2
+    config: str | None = None  # TOML matrix (wanda_engine/experiment/matrix.py); None: the default study
+    data_dir: str | None = None
+    sparsity_ratio: float | None = None
+    nsamples: int | None = None
+    tasks: str | None = None
+    task_limit: int | None = None
+    max_gen_toks: int | None = None
+    max_steps: int | None = None
+    finetune_seqlen: int | None = None
+    lora: bool | None = None
+    device: str | None = None
+    cache_dir: str | None = None
     progress: bool = True

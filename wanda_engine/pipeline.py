@@ -30,7 +30,7 @@ from .config import PruneConfig
 from .data.base import CalibrationSet
 from .digests import files_digest, json_digest, tensors_digest
 from .eval import perplexity
-from .eval.perplexity import eval_windows, perplexity_from_hidden, window_count
+from .eval.perplexity import eval_windows, perplexity_from_hidden, reference_eval_ids, window_count
 from .memory import peak_rss_mb
 from .models import decoder_blocks, load_model
 from .models.architecture import text_config
@@ -45,7 +45,8 @@ from .prune.allocation import Allocation, BlockProfile
 from .prune.batches import BlockBatch, capture_block_inputs, copy_batches
 from .prune.block_loop import CarriedWindows, PruneOutcome, prune_blocks
 from .prune.importance import achieved_block_sparsity, block_profile, check_cached_importance, measure_block_importance
-from .report import AllocationReport, BlockImportance, MemoryReport, Report, write_report
+from .eval.harness import score_tasks
+from .report import AllocationReport, BlockImportance, MemoryReport, Report, TaskResult, write_report
 from .resume import RunCheckpoint, clear_partial, fingerprint
 from .run import PruneRun
 
@@ -65,6 +66,7 @@ def run_prune(config: PruneConfig, log: Log = print) -> Report:
         seqlen = plan.seqlen_for(loaded.model.config)
         _describe_load(plan, loaded, seqlen, log)
         eval_ids = evaluation_tokens(plan, loaded, seqlen, log)
+        tasks_dense = evaluate_tasks(plan, loaded, seqlen, "dense", run) if plan.config.dense_eval else []
         with run.stage("calibration_s"):
             calibration = calibrate(plan, loaded, seqlen, log)
             storage, activations = hidden_states_place(plan, loaded, seqlen, eval_ids)
@@ -76,12 +78,14 @@ def run_prune(config: PruneConfig, log: Log = print) -> Report:
         ppl_pruned = evaluate(plan, loaded, eval_ids, seqlen, "pruned", run)
         if loaded.streamed and run.windows is not None:
             ppl_dense, ppl_pruned = evaluate_carried(plan, loaded, run)
+        tasks_pruned = evaluate_tasks(plan, loaded, seqlen, "pruned", run)
         run.timings["eval_s"] = run.eval_seconds
         save(plan, loaded, run)
         run.timings["total_s"] = time.perf_counter() - run.started
         report = make_report(plan, loaded, run, pruned, calibration, seqlen=seqlen, activations=activations,
                              memory=memory, ppl_dense=ppl_dense, ppl_pruned=ppl_pruned,
-                             eval_windows=_window_count(plan, eval_ids, seqlen))
+                             eval_windows=_window_count(plan, eval_ids, seqlen), tasks_dense=tasks_dense,
+                             tasks_pruned=tasks_pruned)
         if plan.save_dir is not None:
             write_report(plan.save_dir, report)
             log(f"report written to {plan.save_dir}/report.json and report.md")
@@ -120,9 +124,7 @@ def evaluation_tokens(plan: Plan, loaded: LoadedModel, seqlen: int, log: Log = p
     if plan.eval_spec is None:
         return None
     text, description = data.load_eval_text(plan.eval_spec, data_dir=plan.config.data_dir)
-    eval_ids = loaded.tokenizer(text, return_tensors="pt").input_ids[0]
-    if plan.eval_spec == "c4":  # the reference scores only the first 256 windows of its C4 validation text
-        eval_ids = eval_ids[: 256 * seqlen]
+    eval_ids = reference_eval_ids(plan.eval_spec, loaded.tokenizer(text, return_tensors="pt").input_ids[0], seqlen)
     log(f"evaluation: {description} ({plan.eval_reason})")
     return eval_ids
 
@@ -400,6 +402,22 @@ def evaluate_carried(plan: Plan, loaded: LoadedModel, run: PruneRun) -> tuple[fl
     return ppl_dense, ppl_pruned
 
 
+def evaluate_tasks(plan: Plan, loaded: LoadedModel, seqlen: int, label: str, run: PruneRun | None = None
+                   ) -> list[TaskResult]:
+    """--tasks scores of the in-memory model as it is now (lm-eval tasks and perplexity tasks, as
+    `cli.py eval` scores them); timed into tasks_s."""
+    if not plan.tasks:
+        return []
+    started = time.perf_counter()
+    config = plan.config
+    scores = score_tasks(loaded.model, loaded.tokenizer, plan.tasks, limit=config.task_limit, batch_size=config.batch_size,
+                         seqlen=seqlen, max_gen_toks=config.max_gen_toks, progress=config.progress, label=label,
+                         log=run.log if run is not None else print)
+    if run is not None:
+        run.timings["tasks_s"] = run.timings.get("tasks_s", 0.0) + time.perf_counter() - started
+    return scores.results
+
+
 # --- save ---------------------------------------------------------------------------------------
 
 
@@ -432,7 +450,8 @@ def save(plan: Plan, loaded: LoadedModel, run: PruneRun | None = None) -> None:
 
 def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, calibration: CalibrationSet | None, *,
                 seqlen: int, activations: str, memory: MemoryReport, ppl_dense: float | None,
-                ppl_pruned: float | None, eval_windows: int | None) -> Report:
+                ppl_pruned: float | None, eval_windows: int | None, tasks_dense: list[TaskResult] | None = None,
+                tasks_pruned: list[TaskResult] | None = None) -> Report:
     config, outcome, allocation, profile = plan.config, pruned.outcome, pruned.allocation, pruned.profile
     return Report(
         model=loaded.name,
@@ -466,6 +485,8 @@ def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, 
         ppl_pruned=ppl_pruned,
         eval_dataset=plan.eval_spec,
         eval_windows=eval_windows,
+        tasks_dense=tasks_dense or [],
+        tasks_pruned=tasks_pruned or [],
         nsamples=plan.nsamples if plan.uses_calibration else 0,
         seqlen=seqlen,
         seed=config.seed,

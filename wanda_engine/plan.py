@@ -5,7 +5,7 @@ read) are the plan's too (`Plan.check_structure`)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,6 +15,8 @@ from . import data
 from .config import DTYPES, PruneConfig
 from .data.squad import check_format
 from .errors import UserError
+from .eval.harness import check_fits_context, check_task_limits
+from .eval.tasks import TaskRequest, TaskSpec, resolve_tasks
 from .models.architecture import (
     check_blocks_share_kwargs, check_pattern_fits, check_prunable, context_length,
 )
@@ -54,6 +56,7 @@ class Plan:
     eval_limit: int | None
     eval_spec: str | None  # None: --eval none
     eval_reason: str
+    tasks: list[TaskSpec] = field(default_factory=list)  # --tasks, resolved (files checked)
     notes: list[str] = field(default_factory=list)  # said before the run starts
 
     @property
@@ -69,9 +72,8 @@ class Plan:
         return self.block_statistic is not None and self.cached_importance is None
 
     def seqlen_for(self, model_config) -> int:
-        """--seqlen, or the default for this model: the demo's, else its context capped at 2048."""
-        default = EMBEDDED_DEFAULTS["seqlen"] if self.embedded else min(DEFAULT_SEQLEN_CAP, context_length(model_config))
-        return self.config.seqlen or default
+        """--seqlen, or the default for this model (`default_seqlen`)."""
+        return self.config.seqlen or default_seqlen(model_config, self.embedded)
 
     def check_structure(self, structure: nn.Module) -> None:
         """Refuse a model this run cannot handle, from its structure (parameters may be on meta)."""
@@ -82,8 +84,16 @@ class Plan:
         seqlen, context = self.seqlen_for(structure.config), context_length(structure.config)
         if seqlen > context:
             raise UserError(f"--seqlen {seqlen}: longer than the model's context ({context}); use --seqlen {context} or less")
+        if self.tasks:
+            check_fits_context(self.tasks, seqlen, self.config.max_gen_toks, context)
         if self.uses_calibration or (self.config.stream and self.eval_spec is not None):  # block-0 kwargs replayed in every block
             check_blocks_share_kwargs(structure.config, seqlen)
+
+
+def default_seqlen(model_config, embedded: bool) -> int:
+    """Tokens per window when --seqlen is not given: the demo's for the embedded model, else the model's
+    context capped at 2048."""
+    return EMBEDDED_DEFAULTS["seqlen"] if embedded else min(DEFAULT_SEQLEN_CAP, context_length(model_config))
 
 
 def make_plan(config: PruneConfig) -> Plan:
@@ -123,6 +133,12 @@ def make_plan(config: PruneConfig) -> Plan:
         why = "embedded demo, works offline" if embedded else "the recommended general-purpose default"
         notes.append(f"calibration: {calibration} (no --calibration_dataset given; {why})")
     eval_spec, eval_reason = data.resolve_eval_with_reason(config.eval, calibration, config.data_dir)
+    tasks = []
+    if config.tasks:
+        tasks = resolve_tasks(config.tasks, TaskRequest(config.data_dir, config.num_fewshot, config.squad_unanswerable))
+        if config.stream:  # lm-eval runs the model whole
+            config = replace(config, stream=False)
+            notes.append("--tasks: the model is loaded whole (task evaluation runs the whole model), not streamed")
     block_statistic = policy.statistic(allocation_settings)
     defaults = EMBEDDED_DEFAULTS if embedded else {}
     return Plan(
@@ -133,7 +149,7 @@ def make_plan(config: PruneConfig) -> Plan:
         uses_calibration=method.needs_statistics or (block_statistic is not None and cached_importance is None),
         nsamples=config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES),
         eval_limit=config.eval_limit or defaults.get("eval_limit"), eval_spec=eval_spec, eval_reason=eval_reason,
-        notes=notes,
+        tasks=tasks, notes=notes,
     )
 
 
@@ -173,5 +189,12 @@ def _check_values(config: PruneConfig) -> None:
         raise UserError("--resume continues a streamed --save_model run; give the same --save_model DIR as the interrupted run")
     if config.resume and not config.stream:
         raise UserError("--resume works with streaming only; drop --no_stream")
+    if config.tasks:
+        check_task_limits(config.task_limit, config.batch_size, None, config.max_gen_toks, limit_flag="--task_limit")
+        if config.resume:
+            raise UserError("--tasks needs the whole model in memory and --resume a streamed run; drop --tasks and score "
+                            "the saved model with `cli.py eval --model DIR --tasks ...`")
+    elif not config.dense_eval:
+        raise UserError("--no_dense_eval skips the dense model's --tasks scores; give --tasks, or drop --no_dense_eval")
     if not math.isfinite(config.checkpoint_every) or config.checkpoint_every < 0:
         raise UserError(f"--checkpoint_every {config.checkpoint_every:g}: must be a number of seconds >= 0, e.g. 300")

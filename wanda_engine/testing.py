@@ -6,6 +6,8 @@ files by path. Nothing here is used by the engine itself.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import torch
@@ -166,3 +168,51 @@ def llama3_rope_factors(rope: dict, theta: float, head_dim: int):
             smooth = (context / wavelength - low) / (high - low)
             factors.append(1 / ((1 - smooth) / rope["factor"] + smooth))
     return np.array(factors, dtype=np.float32)
+
+
+def write_task_files(root: str | os.PathLike) -> Path:
+    """Tiny task files in the official layouts under `root` (squad/, gsm8k/, boolq/, wikitext2/), as
+    `--data_dir` reads them: a few hand-made records each, for tests of the task evaluation."""
+    root = Path(root)
+    for folder in ("squad", "gsm8k", "boolq", "wikitext2"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+
+    def squad_file(title: str, context: str, questions: list[tuple[str, list[str]]], prefix: str) -> dict:
+        qas = []
+        for i, (question, answers) in enumerate(questions):
+            qas.append({"question": question, "id": f"{prefix}{i}", "is_impossible": not answers,
+                        "answers": [{"text": a, "answer_start": context.find(a)} for a in answers]})
+        return {"version": "v2.0", "data": [{"title": title, "paragraphs": [{"context": context, "qas": qas}]}]}
+
+    context = "The Normans were the people who gave their name to Normandy, a region in France."
+    dev = squad_file("Normans", context, [
+        ("In what country is Normandy located?", ["France", "France"]),
+        ("Who gave their name to Normandy?", ["The Normans", "Normans"]),
+        ("When did the Normans reach the moon?", []),
+        ("What kind of place is Normandy?", ["a region", "region in France"]),
+    ], "dev")
+    train = squad_file("Steam_engine", "A steam engine performs mechanical work using steam as its working fluid.", [
+        ("What does a steam engine use as its working fluid?", ["steam"]),
+        ("What does a steam engine perform?", ["mechanical work"]),
+    ], "train")
+    (root / "squad" / "dev-v2.0.json").write_text(json.dumps(dev))
+    (root / "squad" / "train-v2.0.json").write_text(json.dumps(train))
+
+    def lines(records) -> str:
+        return "".join(json.dumps(r) + "\n" for r in records)
+
+    sums = [{"question": f"Tom has {a} apples and buys {b} more. How many apples does he have?",
+             "answer": f"Tom has {a} + {b} = <<{a}+{b}={a + b}>>{a + b} apples.\n#### {a + b}"} for a, b in
+            [(2, 3), (5, 7), (1, 1), (10, 4), (3, 9), (6, 6), (8, 1), (4, 4)]]
+    (root / "gsm8k" / "train.jsonl").write_text(lines(sums[:5]))
+    (root / "gsm8k" / "test.jsonl").write_text(lines(sums[5:]))
+    facts = [("is the sky blue on a clear day", "The sky on a clear day appears blue.", True),
+             ("do fish live on the moon", "Fish live in water on Earth.", False),
+             ("is ice frozen water", "Ice is water frozen into a solid state.", True),
+             ("can a stone swim", "Stones sink in water.", False),
+             ("is paris in france", "Paris is the capital of France.", True)]
+    records = [{"question": q, "passage": p, "answer": a, "title": q.split()[-1]} for q, p, a in facts]
+    (root / "boolq" / "train.jsonl").write_text(lines(records[:2]))
+    (root / "boolq" / "dev.jsonl").write_text(lines(records[2:]))
+    (root / "wikitext2" / "wiki.test.raw").write_text(" = Sample = \n\n" + SAMPLE_TEXT + "\n")
+    return root

@@ -23,6 +23,15 @@ def window_count(n_tokens: int, seqlen: int, limit: int | None = None) -> int:
     return count if limit is None else min(count, limit)
 
 
+# The reference scores only the first 256 windows of its C4 validation text.
+C4_WINDOWS = 256
+
+
+def reference_eval_ids(text_spec: str, input_ids: torch.Tensor, seqlen: int) -> torch.Tensor:
+    """The tokens of an evaluation text as the reference scores them: C4 cut to its first 256 windows."""
+    return input_ids[: C4_WINDOWS * seqlen] if text_spec == "c4" else input_ids
+
+
 def eval_windows(input_ids: torch.Tensor, seqlen: int, limit: int | None = None) -> torch.Tensor:
     """[n_windows, seqlen] non-overlapping windows of a 1-D token sequence."""
     n_windows = window_count(input_ids.numel(), seqlen, limit)

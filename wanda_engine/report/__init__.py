@@ -1,6 +1,9 @@
 """The run report: a typed structure (types.Report), report.json (machine-readable) and report.md (for people)."""
 
-from .types import AllocationReport, BlockImportance, MemoryReport, Report
-from .writer import render_markdown, write_report
+from .types import AllocationReport, BlockImportance, EvalReport, MemoryReport, Report, TaskResult
+from .writer import render_eval_markdown, render_markdown, write_eval_report, write_report
 
-__all__ = ["AllocationReport", "BlockImportance", "MemoryReport", "Report", "render_markdown", "write_report"]
+__all__ = [
+    "AllocationReport", "BlockImportance", "EvalReport", "MemoryReport", "Report", "TaskResult", "render_eval_markdown",
+    "render_markdown", "write_eval_report", "write_report",
+]

@@ -72,3 +72,27 @@ def plot_allocation(report: Report, path: Path) -> str | None:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return None
+
+
+def plot_training_curve(history: list[dict], path: Path, title: str = "") -> str | None:
+    """Training and held-out loss by step (Trainer's log history); None on success, else why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (`pip install matplotlib`)"
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("loss", "training loss"), ("eval_loss", "held-out loss")):
+        points = [(entry["step"], entry[key]) for entry in history if key in entry and "step" in entry]
+        if points:
+            axes.plot(*zip(*points), marker="o" if key == "eval_loss" else None, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return None

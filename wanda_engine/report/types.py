@@ -70,6 +70,62 @@ class MemoryReport:
 
 
 @dataclass
+class TaskResult:
+    """One task's scores. metrics: lm-eval's metric names, with the filter in parentheses where the task
+    has several (e.g. "exact_match (strict-match)"); "perplexity" for a perplexity task."""
+
+    task: str = ""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    stderr: dict[str, float | None] = field(default_factory=dict)
+    examples: int = 0  # examples scored (windows for perplexity)
+    num_fewshot: int | None = None
+    source: str = ""  # which definition, which file and split
+    seconds: float = 0.0
+    prompt: str = ""  # the first example's whole prompt, as the model saw it
+    response: str | Any = ""  # the model's answer to it
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: the task, its scores, how many examples, how long."""
+        values = ", ".join(f"{name} {_number(value)}" for name, value in self.metrics.items())
+        shots = "" if self.num_fewshot is None else f", {self.num_fewshot}-shot"
+        unit = self.settings.get("unit", "examples")
+        return f"{self.task}: {values} ({self.examples} {unit}{shots}, {self.seconds:.1f}s)"
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def task_results(items) -> list[TaskResult]:
+    return [_known(TaskResult, item) if isinstance(item, dict) else item for item in items or []]
+
+
+@dataclass
+class EvalReport:
+    """What `python cli.py eval` writes (results.json)."""
+
+    model: str = ""
+    model_source: str = ""
+    tasks: list[TaskResult] = field(default_factory=list)
+    device: str = ""
+    dtype: str = ""
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "EvalReport":
+        report = _known(cls, data)
+        report.tasks = task_results(report.tasks)
+        return report
+
+
+@dataclass
 class Report:
     model: str = ""
     model_source: str = ""
@@ -90,6 +146,9 @@ class Report:
     ppl_pruned: float | None = None
     eval_dataset: str | None = None
     eval_windows: int | None = None
+    # --tasks: the dense model's scores (before pruning) and the pruned model's
+    tasks_dense: list[TaskResult] = field(default_factory=list)
+    tasks_pruned: list[TaskResult] = field(default_factory=list)
     nsamples: int = 0
     seqlen: int = 0
     seed: int = 0
@@ -115,6 +174,8 @@ class Report:
             values["allocation"] = _known(AllocationReport, values["allocation"])
         if isinstance(values.get("memory"), dict):
             values["memory"] = MemoryReport.from_json(values["memory"])
+        for name in ("tasks_dense", "tasks_pruned"):
+            values[name] = task_results(values.get(name))
         importance = values.get("block_importance")
         values["block_importance"] = _known(BlockImportance, importance) if isinstance(importance, dict) else None
         return cls(**values)

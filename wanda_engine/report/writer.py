@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..outputs import atomic_output_dir
 from .plot import ALLOCATION_PNG, plot_allocation
-from .types import Report
+from .types import EvalReport, Report, TaskResult
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -62,6 +62,69 @@ def _allocation_section(report: Report, plot_skipped: str | None) -> list[str]:
     return lines
 
 
+def task_table(columns: dict[str, list[TaskResult]]) -> list[str]:
+    """A Markdown table of task scores, one row per task and metric, one score column per model (e.g.
+    dense, pruned), with the examples scored, the shots and each column's seconds."""
+    columns = {label: results for label, results in columns.items() if results}
+    if not columns:
+        return []
+    by_task = {label: {r.task: r for r in results} for label, results in columns.items()}
+    order = list(dict.fromkeys(r.task for results in columns.values() for r in results))
+    labels = list(columns)
+    lines = [
+        "| task | metric | " + " | ".join(labels) + " | examples | shots | " + " | ".join(f"{label} s" for label in labels) + " |",
+        "|---|---|" + "---|" * len(labels) + "---|---|" + "---|" * len(labels),
+    ]
+    for task in order:
+        first = next(by_task[label][task] for label in labels if task in by_task[label])
+        for metric in first.metrics:
+            values = [by_task[label].get(task) for label in labels]
+            scores = [_fmt(r.metrics.get(metric), 4) if r else "—" for r in values]
+            seconds = [f"{r.seconds:.1f}" if r else "—" for r in values]
+            shots = "—" if first.num_fewshot is None else str(first.num_fewshot)
+            lines.append(f"| {task} | {metric} | " + " | ".join(scores) + f" | {first.examples} "
+                         f"{first.settings.get('unit', '')} | {shots} | " + " | ".join(seconds) + " |")
+    lines += ["", "Sources:", ""]
+    lines += [f"- **{task}**: {next(by_task[label][task] for label in labels if task in by_task[label]).source}"
+              for task in order]
+    return lines + [""]
+
+
+def _prompts(results: list[TaskResult]) -> list[str]:
+    lines = ["## First prompt of each task", ""]
+    for result in results:
+        if result.prompt:
+            lines += [f"### {result.task}", "", "```text", result.prompt, "```", "",
+                      f"Response: `{json.dumps(result.response, ensure_ascii=False)}`", ""]
+    return lines if len(lines) > 2 else []
+
+
+def render_eval_markdown(report: EvalReport) -> str:
+    return "\n".join([
+        f"# Task scores: {report.model}",
+        "",
+        f"Weights: {report.model_source}; {report.device}, {report.dtype}; {report.seconds:.1f}s in all, "
+        f"peak RSS {report.peak_rss_mb:.0f} MB; lm-eval {report.versions.get('lm_eval', '?')}.",
+        "",
+        *task_table({"score": report.tasks}),
+        *_prompts(report.tasks),
+    ])
+
+
+def write_eval_report(target: Path, report: EvalReport, samples: dict[str, list[dict]]) -> None:
+    """results.json, results.md and samples/TASK.jsonl (every example's prompt, response and score),
+    written atomically into `target`."""
+    with atomic_output_dir(Path(target)) as tmp:
+        (tmp / "results.json").write_text(json.dumps(report.to_json(), indent=2, default=str) + "\n")
+        (tmp / "results.md").write_text(render_eval_markdown(report))
+        if samples:
+            (tmp / "samples").mkdir()
+        for task, records in samples.items():
+            with open(tmp / "samples" / f"{task}.jsonl", "w") as f:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
 def render_markdown(report: Report, plot_skipped: str | None = None) -> str:
     """The Markdown report; `plot_skipped` is why the allocation plot is absent (None: it was written)."""
     lines = [
@@ -92,9 +155,10 @@ def render_markdown(report: Report, plot_skipped: str | None = None) -> str:
         *[f"| {name} | {value:.4f} |" for name, value in report.per_layer.items()],
         "",
     ]
-    # Before the long per-layer table, so the plot is near the top.
+    # Before the long per-layer table, so the plot and the task scores are near the top.
     at = lines.index("## Sparsity per layer")
-    lines[at:at] = _allocation_section(report, plot_skipped)
+    tasks = task_table({"dense": report.tasks_dense, "pruned": report.tasks_pruned})
+    lines[at:at] = _allocation_section(report, plot_skipped) + (["## Task scores", "", *tasks] if tasks else [])
     return "\n".join(lines)
 
 
