@@ -265,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; no output directory was written", file=sys.stderr)
+        if command == "experiment":
+            print("interrupted; the finished cells are kept: rerun the same command to resume", file=sys.stderr)
+        else:
+            print("interrupted; no output directory was written", file=sys.stderr)
         return 130
     return 0
 

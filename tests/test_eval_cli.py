@@ -109,3 +109,32 @@ def test_prune_tasks_bad_input(tiny_model_dir, calibration_text_file, task_dir, 
         code, _, stderr = run_cli(args + extra, capsys)
         assert code == 2 and needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["eval", "finetune", "experiment"])
+def test_help_of_the_new_commands_states_each_default_once(command):
+    import cli
+
+    text = cli.build_parser()._subparsers._group_actions[0].choices[command].format_help()
+    flat = " ".join(text.split())
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    assert flat.count("(default:") == flat.count("(default: ") and "default: default" not in flat
+
+
+def test_finetune_and_experiment_commands_end_to_end_and_bad_input(tiny_model_dir, tmp_path, capsys):
+    tuning = tmp_path / "qa.jsonl"
+    tuning.write_text("".join(json.dumps({"question": f"Q{i}?", "answer": f"A{i}"}) + "\n" for i in range(8)))
+    out = tmp_path / "tuned"
+    code, stdout, stderr = run_cli(["finetune", "--model", tiny_model_dir, "--dataset", str(tuning), "--output", str(out),
+                                    "--max_steps", "2", "--batch_size", "2", "--seqlen", "32", "--no_progress"], capsys)
+    assert code == 0, stderr
+    assert "fine-tuned for 2 steps" in stdout and (out / "finetune.json").is_file() and (out / "config.json").is_file()
+    for argv, needle in ((["finetune", "--model", tiny_model_dir, "--dataset", str(tuning), "--output", str(tmp_path / "x"),
+                           "--max_steps", "0"], "--max_steps 0"),
+                         (["finetune", "--model", tiny_model_dir, "--dataset", str(tuning), "--output", str(out)],
+                          "directory exists and is not empty"),
+                         (["experiment", "--output", str(tmp_path / "m"), "--config", str(tmp_path / "missing.toml")],
+                          "cannot read it")):
+        code, _, stderr = run_cli(argv, capsys)
+        assert code == 2 and needle in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "m").exists()

@@ -4,6 +4,7 @@ interrupted matrix resumed without redoing finished cells; results.json / .md / 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,15 @@ def test_matrix_config_errors(setup, tmp_path):
     bad.write_text("[prune]\nnsampels = 3\n")
     with pytest.raises(UserError, match="unknown key 'nsampels'"):
         run_experiment(ExperimentConfig(output=str(tmp_path / "m"), config=str(bad)), log=lambda _: None)
+    for text, needle in (('[finetune]\nmax_steps = "50"\n', "[finetune] max_steps = '50': expected int"),
+                         ("prune = 3\n", "prune must be a table"),
+                         ("[finetune]\nkeep_adapter = true\n", "unknown key 'keep_adapter'"),
+                         (f'[finetune]\nlr = 0\n[[rows]]\nprune = "builtin"\nfinetune = "{tmp_path / "calibration.txt"}"\n',
+                          "--lr 0: must be a positive number")):
+        bad.write_text(text)
+        with pytest.raises(UserError, match=re.escape(needle)):
+            run_experiment(ExperimentConfig(output=str(tmp_path / "m"), config=str(bad), data_dir=setup.data_dir),
+                           log=lambda _: None)
     scored = tmp_path / "scored.toml"
     scored.write_text(f'[[rows]]\nprune = "wikitext2"\nfinetune = "{setup.data_dir}/gsm8k/test.jsonl"\n')
     with pytest.raises(UserError, match="is the file the evaluation scores"):

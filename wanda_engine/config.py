@@ -98,7 +98,7 @@ class FinetuneConfig:
     lora: bool = False
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    keep_adapter: bool = False  # --lora: save the adapter unmerged instead of merging it (mask re-applied)
+    keep_adapter: bool = False  # --lora: save the adapter unmerged (a peft adapter directory, not a whole model)
     max_steps: int = 100
     lr: float = 1e-4
     weight_decay: float = 0.0

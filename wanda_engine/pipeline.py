@@ -78,9 +78,9 @@ def run_prune(config: PruneConfig, log: Log = print) -> Report:
         ppl_pruned = evaluate(plan, loaded, eval_ids, seqlen, "pruned", run)
         if loaded.streamed and run.windows is not None:
             ppl_dense, ppl_pruned = evaluate_carried(plan, loaded, run)
-        tasks_pruned = evaluate_tasks(plan, loaded, seqlen, "pruned", run)
         run.timings["eval_s"] = run.eval_seconds
-        save(plan, loaded, run)
+        save(plan, loaded, run)  # before the task scores: a failure there must not lose the pruned model
+        tasks_pruned = evaluate_tasks(plan, loaded, seqlen, "pruned", run)
         run.timings["total_s"] = time.perf_counter() - run.started
         report = make_report(plan, loaded, run, pruned, calibration, seqlen=seqlen, activations=activations,
                              memory=memory, ppl_dense=ppl_dense, ppl_pruned=ppl_pruned,

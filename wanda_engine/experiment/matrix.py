@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import FinetuneConfig, PruneConfig
+from ..config import EvalConfig, FinetuneConfig, PruneConfig
 from ..errors import UserError
 
 DEFAULT_ROWS = (
@@ -68,6 +68,21 @@ def _check_keys(section: str, values: dict, allowed: set[str], path: str) -> Non
         raise UserError(f"--config {path!r}: [{section}] has unknown key {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
 
 
+def _check_types(section: str, values: dict, defaults: object, path: str) -> None:
+    """Each value of the type its setting's default has (an int where a float is expected is fine)."""
+    for key, value in values.items():
+        default = getattr(defaults, key, None)
+        if default is None:
+            continue
+        expected = type(default)
+        ok = isinstance(value, bool) if expected is bool else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else
+            isinstance(value, expected) and not isinstance(value, bool))
+        if not ok:
+            raise UserError(f"--config {path!r}: [{section}] {key} = {value!r}: expected {expected.__name__}, "
+                            f"e.g. {key} = {default!r}")
+
+
 def load_matrix(path: str | None, overrides: dict[str, Any]) -> Matrix:
     """The matrix of `path` (None: the default study), with the command line's size flags on top."""
     data: dict[str, Any] = {}
@@ -84,11 +99,24 @@ def load_matrix(path: str | None, overrides: dict[str, Any]) -> Matrix:
     run_fields = {"model", "data_dir", "device", "cache_dir", "progress", "overwrite"}
     prune_fields = {f.name for f in fields(PruneConfig)} - run_fields - {
         "sparsity_ratio", "sparsity_type", "calibration_dataset", "save", "save_model", "tasks", "resume", "eval"}
-    finetune_fields = {f.name for f in fields(FinetuneConfig)} - run_fields - {"dataset", "output", "template"}
+    # keep_adapter: an adapter directory is no model the evaluation can load
+    finetune_fields = {f.name for f in fields(FinetuneConfig)} - run_fields - {"dataset", "output", "template", "keep_adapter"}
+    for name in ("prune", "finetune", "eval"):
+        if not isinstance(data.get(name, {}), dict):
+            raise UserError(f"--config {where!r}: {name} must be a table ([{name}] with key = value lines)")
+    if not isinstance(data.get("rows", []), list):
+        raise UserError(f"--config {where!r}: rows must be an array of tables ([[rows]] sections)")
     sections = {name: dict(data.get(name, {})) for name in ("prune", "finetune", "eval")}
     _check_keys("prune", sections["prune"], prune_fields, where)
     _check_keys("finetune", sections["finetune"], finetune_fields, where)
     _check_keys("eval", sections["eval"], set(EVAL_KEYS), where)
+    _check_types("prune", sections["prune"], PruneConfig(), where)
+    _check_types("finetune", sections["finetune"], FinetuneConfig(), where)
+    _check_types("eval", sections["eval"], EvalConfig(), where)
+    for key, kind in (("sparsity_ratio", (int, float)), ("sparsity_type", str), ("tasks", str)):
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            raise UserError(f"--config {where!r}: {key} = {data[key]!r} has the wrong type; e.g. sparsity_ratio = 0.5, "
+                            "sparsity_type = \"2:4\", tasks = \"squad,boolq\"")
     rows = []
     for number, raw in enumerate(data.get("rows", []), 1):
         if not isinstance(raw, dict) or not {"prune", "finetune"} <= set(raw):

@@ -18,7 +18,7 @@ def plot_results(results: dict, path: Path) -> str | None:
     scores = [c for c in columns if not c.endswith("perplexity")]
     perplexities = [c for c in columns if c.endswith("perplexity")]
     # fractions (acc, exact_match) drawn as percentages beside SQuAD's percent scores
-    fractions = {c for c in scores if all((row["scores"].get(c) or 0.0) <= 1.0 for row in rows)}
+    fractions = {c for c in scores if c.split(" ", 1)[-1].startswith(("acc", "exact_match"))}
     panels = [(scores, "score (%)"), (perplexities, "perplexity (lower is better)")]
     panels = [(cols, label) for cols, label in panels if cols]
     figure, axes = plt.subplots(1, len(panels), figsize=(5 + 2.2 * len(columns), 4.5), squeeze=False,

@@ -21,10 +21,12 @@ from typing import Any, Callable
 from ..config import EvalConfig, ExperimentConfig, FinetuneConfig, PruneConfig
 from ..data.files import check_data_dir
 from ..errors import UserError
+from ..eval.harness import check_task_limits
 from ..eval.tasks import TaskRequest, resolve_tasks
 from ..finetune.sources import load_finetune_data
 from ..finetune.trainer import check_no_overlap
 from ..locks import FileLock, LockBusy, lock_path_for
+from ..plan import resolve_device
 from ..report.types import EvalReport
 from .matrix import Matrix, load_matrix
 from .plot import plot_results
@@ -52,6 +54,8 @@ class Experiment:
         self.cells = self.root / "cells"
         self.reused: list[str] = []
         self.made: list[str] = []
+        # in every cell's key: results on another device (and so another default dtype) are other results
+        self.device = resolve_device(config.device)
 
     # --- cells ---------------------------------------------------------------------------------
 
@@ -66,12 +70,14 @@ class Experiment:
         self.made.append(cell.name)
         return path
 
-    def evaluate(self, label: str, model: str | None) -> EvalReport:
+    def evaluate(self, label: str, model: str | None, model_key: str | None) -> EvalReport:
+        """Score `model`; `model_key` names it in the cell's key (the cell that made it, or the --model
+        given), so that the key does not depend on where the output directory is."""
         eval_settings = dict(self.matrix.eval)
         if "seqlen" not in eval_settings and self.config.model is None:
             eval_settings["seqlen"] = 512  # as the embedded demo's perplexity, for dense and pruned alike
-        cell = Cell("eval", label, {"model": model, "tasks": self.matrix.tasks, "data_dir": self.config.data_dir,
-                                    **eval_settings})
+        cell = Cell("eval", label, {"model": model_key, "tasks": self.matrix.tasks, "data_dir": self.config.data_dir,
+                                    "device": self.device, **eval_settings})
         limit = eval_settings.pop("task_limit", None)
 
         def make(path: Path) -> None:
@@ -95,7 +101,8 @@ class Experiment:
                                   overwrite=True, device=self.config.device, cache_dir=self.config.cache_dir,
                                   progress=self.config.progress), log=self.log)
 
-        return self._run_cell(Cell("prune", calibration, settings), make, "report/report.json") / "model"
+        cell = Cell("prune", calibration, {**settings, "device": self.device})
+        return self._run_cell(cell, make, "report/report.json") / "model"
 
     def finetune(self, row, pruned: Path) -> Path:
         settings = {"model": str(pruned), "dataset": row.finetune, "template": row.template, "data_dir": self.config.data_dir,
@@ -107,7 +114,8 @@ class Experiment:
             run_finetune(FinetuneConfig(**settings, output=str(path), overwrite=True, device=self.config.device,
                                         cache_dir=self.config.cache_dir, progress=self.config.progress), log=self.log)
 
-        return self._run_cell(Cell("finetune", f"{row.finetune}-on-{pruned.parent.name}", settings), make, "finetune.json")
+        key = {**settings, "model": pruned.parent.name, "device": self.device}  # the pruning cell's name, not its path
+        return self._run_cell(Cell("finetune", f"{row.finetune}-on-{pruned.parent.name}", key), make, "finetune.json")
 
 
 def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
@@ -124,6 +132,7 @@ def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
     scored = [path for task in tasks for path in task.scored_files]
     for row in matrix.rows:
         check_no_overlap(load_finetune_data(row.finetune, config.data_dir), config.data_dir, scored)
+    _check_stage_settings(config, matrix)
     root = Path(config.output).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_path_for(root))
@@ -133,17 +142,19 @@ def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
         raise UserError(f"--output {config.output!r}: another experiment is running in it ({busy.who()}); wait for it") from None
     try:
         experiment = Experiment(config, matrix, log)
-        table = [{"label": "dense", "prune": "—", "finetune": "—", "report": experiment.evaluate("dense", config.model)}]
+        table = [{"label": "dense", "prune": "—", "finetune": "—",
+                  "report": experiment.evaluate("dense", config.model, config.model)}]
         pruned = {}
         for row in matrix.rows:
             if row.prune not in pruned:
                 pruned[row.prune] = experiment.prune(row.prune)
                 table.append({"label": f"pruned ({row.prune})", "prune": row.prune, "finetune": "—",
-                              "report": experiment.evaluate(f"pruned-{row.prune}", str(pruned[row.prune]))})
+                              "report": experiment.evaluate(f"pruned-{row.prune}", str(pruned[row.prune]),
+                                                            pruned[row.prune].parent.name)})
         for row in matrix.rows:
             tuned = experiment.finetune(row, pruned[row.prune])
             table.append({"label": f"experiment {row.name}", "prune": row.prune, "finetune": row.finetune,
-                          "report": experiment.evaluate(f"row-{row.name}", str(tuned))})
+                          "report": experiment.evaluate(f"row-{row.name}", str(tuned), tuned.name)})
         results = {
             "matrix": asdict(matrix), "model": config.model or "embedded SmolLM2-135M-Instruct",
             "rows": [{**{k: v for k, v in entry.items() if k != "report"}, "scores": _scores(entry["report"]),
@@ -159,6 +170,22 @@ def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
         return results
     finally:
         lock.release()
+
+
+def _check_stage_settings(config: ExperimentConfig, matrix: Matrix) -> None:
+    """Every pruning's and fine-tune's settings checked as their commands check them, before any work."""
+    from ..finetune.trainer import check_config
+    from ..plan import make_plan
+
+    for calibration in dict.fromkeys(row.prune for row in matrix.rows):
+        make_plan(PruneConfig(**{"eval": "none", **matrix.prune}, model=config.model, calibration_dataset=calibration,
+                              sparsity_ratio=matrix.sparsity_ratio, sparsity_type=matrix.sparsity_type,
+                              data_dir=config.data_dir, device=config.device))
+    for row in matrix.rows:
+        check_config(FinetuneConfig(**matrix.finetune, dataset=row.finetune, template=row.template, output="cell",
+                                    data_dir=config.data_dir))
+    check_task_limits(matrix.eval.get("task_limit"), matrix.eval.get("batch_size", 8), matrix.eval.get("seqlen"),
+                      matrix.eval.get("max_gen_toks", 256), limit_flag="[eval] task_limit")
 
 
 def _scores(report: EvalReport) -> dict[str, float | None]:

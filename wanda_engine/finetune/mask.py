@@ -49,8 +49,9 @@ class SparsityMask:
         for name, mask in self.masks.items():
             weight = linears[name].weight
             if weight.requires_grad:
-                keep = mask.to(weight.device, weight.dtype)
-                self._hooks.append(weight.register_hook(lambda grad, keep=keep: grad * keep))
+                pruned = ~mask.to(weight.device)  # boolean: a byte per entry, not a copy of the weights
+                self.masks[name] = mask.to(weight.device)
+                self._hooks.append(weight.register_hook(lambda grad, pruned=pruned: grad.masked_fill(pruned, 0)))
 
     def detach(self) -> None:
         for hook in self._hooks:
@@ -58,16 +59,18 @@ class SparsityMask:
         self._hooks.clear()
 
     @torch.no_grad()
-    def apply(self, model: nn.Module) -> float:
-        """Zero the pruned entries again; returns the norm of what was removed."""
+    def apply(self, model: nn.Module, measure: bool = False) -> float | None:
+        """Zero the pruned entries again; with `measure`, return the norm of what was removed (a device
+        sync per linear: only after a LoRA merge, not after every step)."""
         removed = 0.0
         linears = _block_linears(model)
         for name, mask in self.masks.items():
             weight = linears[name].weight
-            dropped = weight.masked_select(~mask.to(weight.device))
-            removed += float(dropped.double().pow(2).sum())
-            weight.mul_(mask.to(weight.device, weight.dtype))
-        return math.sqrt(removed)
+            pruned = ~mask.to(weight.device)
+            if measure:
+                removed += float(weight.masked_select(pruned).double().pow(2).sum())
+            weight.masked_fill_(pruned, 0)
+        return math.sqrt(removed) if measure else None
 
 
 class KeepMask(TrainerCallback):

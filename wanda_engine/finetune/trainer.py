@@ -116,6 +116,9 @@ def run_finetune(config: FinetuneConfig, log: Log = print) -> FinetuneReport:
     started = time.perf_counter()
     template = check_config(config)
     device = resolve_device(config.device)
+    if device.startswith("cuda:") and device != "cuda:0":
+        raise UserError(f"--device {device}: the Trainer runs on the first visible GPU; pass --device cuda with "
+                        f"CUDA_VISIBLE_DEVICES={device.split(':')[1]}")
     data = load_finetune_data(config.dataset, config.data_dir)
     template = template or ("plain" if data.examples is None else "qa")
     if data.examples is None and template != "plain":
@@ -167,6 +170,8 @@ def _train(config: FinetuneConfig, loaded, train_items, eval_items, report: Fine
     mask = SparsityMask(model)
     before = zero_counts(model)
     report.pruned_linears, report.zeros_before = mask.pruned_linears, sum(before[n] for n in mask.masks)
+    if not mask.pruned_linears:
+        log("note: no block linear of this model has a zero weight: there is no sparsity mask to keep (a dense model?)")
     if config.lora:
         model = _with_lora(model, config)
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
@@ -194,7 +199,7 @@ def _train(config: FinetuneConfig, loaded, train_items, eval_items, report: Fine
         if config.lora and not config.keep_adapter:
             model = model.merge_and_unload()
             report.ppl_merged_before_mask = math.exp(_eval_loss(trainer, model))
-            report.mask_reapplied_norm = mask.apply(model)
+            report.mask_reapplied_norm = mask.apply(model, measure=True)
             report.ppl_merged_after_mask = math.exp(_eval_loss(trainer, model))
             log(f"LoRA merged; re-applying the mask removed a weight norm of {report.mask_reapplied_norm:.4g}: held-out "
                 f"perplexity {report.ppl_merged_before_mask:.3f} → {report.ppl_merged_after_mask:.3f}")

@@ -32,7 +32,8 @@ def evaluation_files(data_dir: str | None) -> list[str]:
     from .base import split_file
 
     found = [split_file("squad", data_dir, "dev", squad.EXTS), split_file("gsm8k", data_dir, "test", gsm8k.EXTS),
-             split_file("boolq", data_dir, "dev", boolq.EXTS), local_test_file(data_dir)]
+             split_file("boolq", data_dir, "dev", boolq.EXTS) or split_file("boolq", data_dir, "val", boolq.EXTS),
+             local_test_file(data_dir)]
     return [path for path in found if path]
 
 
@@ -85,8 +86,12 @@ def _check_upstream(upstream: list[tuple[str, str | None, TaskSpec]], request: T
                         f"Face hub is not reachable ({hub_state()}) to fetch lm-eval's; use an offline task")
     from lm_eval.tasks import TaskManager
 
-    known = set(TaskManager().all_tasks)
+    manager = TaskManager()
+    known, collections = set(manager.all_tasks), set(manager.all_groups) | set(manager.all_tags)
     for name, _, task in upstream:
+        if task.upstream in collections:
+            raise UserError(f"--tasks {name}: an lm-eval group or tag, which this command does not score as one; list its "
+                            "tasks by name (`lm-eval ls tasks`)")
         if task.upstream not in known:
             raise UserError(f"--tasks {name}: unknown task (neither the engine's: {', '.join(TASKS.names())}, "
                             f"nor lm-eval's, nor a text file); see `lm-eval ls tasks`")
