@@ -5,7 +5,6 @@ against lm-eval's upstream tasks on the same records, and bad input."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest

@@ -6,24 +6,21 @@ task on the log, results.json / results.md / samples/ in --save.
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict
 from typing import Callable
 
-import torch
-
-from .config import DTYPES, EvalConfig
+from .config import EvalConfig
 from .data.files import check_data_dir
-from .errors import UserError
 from .eval.harness import check_fits_context, check_task_limits, score_tasks
 from .eval.tasks import TaskRequest, resolve_tasks
 from .memory import peak_rss_mb
 from .models import load_model
 from .models.architecture import context_length
 from .outputs import OutputDir
-from .plan import default_seqlen, resolve_device
+from .plan import check_seqlen_and_batch, default_seqlen, resolve_device, resolve_dtype
 from .report import EvalReport, write_eval_report
+from .versions import software_versions
 
 Log = Callable[[str], None]
 
@@ -31,12 +28,11 @@ Log = Callable[[str], None]
 def run_eval(config: EvalConfig, log: Log = print) -> EvalReport:
     """Score one model on `config.tasks`; every check that needs no model is made before it loads."""
     started = time.perf_counter()
-    check_task_limits(config.limit, config.batch_size, config.seqlen, config.max_gen_toks)
-    if config.dtype not in (None, *DTYPES):
-        raise UserError(f"--dtype {config.dtype!r}: choose {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
+    check_seqlen_and_batch(config.seqlen, config.batch_size)
+    check_task_limits(config.limit, config.max_gen_toks)
     check_data_dir(config.data_dir)
     device = resolve_device(config.device)
-    dtype = config.dtype or ("float16" if device.startswith("cuda") else "float32")
+    dtype = resolve_dtype(config.dtype, device)
     tasks = resolve_tasks(config.tasks, TaskRequest(config.data_dir, config.num_fewshot, config.squad_unanswerable))
     output = OutputDir(config.save, "--save", config.overwrite) if config.save else None
     if output is not None:
@@ -57,7 +53,7 @@ def run_eval(config: EvalConfig, log: Log = print) -> EvalReport:
         report = EvalReport(
             model=loaded.name, model_source=loaded.source, tasks=scores.results, device=device, dtype=dtype,
             seconds=time.perf_counter() - started, peak_rss_mb=peak_rss_mb(),
-            versions=_versions(), config={**asdict(config), "seqlen": seqlen},
+            versions=software_versions("transformers", "lm_eval"), config={**asdict(config), "seqlen": seqlen},
         )
         if output is not None:
             write_eval_report(output.target, report, scores.samples)
@@ -69,14 +65,3 @@ def run_eval(config: EvalConfig, log: Log = print) -> EvalReport:
         if output is not None:
             output.release()
 
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("transformers", "lm_eval"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions

@@ -118,6 +118,22 @@ def replace_dir(complete: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write one file by renaming a finished temporary file beside it over it: a reader sees the old
+    content or the new, never a part."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: Path) -> Iterator[Path]:
     """Yield a temp dir to fill; on success it replaces `target` (an old one is removed only then)."""

@@ -17,7 +17,6 @@ are written as they finish; `run_prune` does both inside a `PruneRun`.
 
 from __future__ import annotations
 
-import platform
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,6 +48,7 @@ from .eval.harness import score_tasks
 from .report import AllocationReport, BlockImportance, MemoryReport, Report, TaskResult, write_report
 from .resume import RunCheckpoint, clear_partial, fingerprint
 from .run import PruneRun
+from .versions import software_versions
 
 Log = Callable[[str], None]
 
@@ -498,10 +498,6 @@ def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, 
         timings=run.timings,
         peak_rss_mb=peak_rss_mb(),
         memory=memory,
-        versions={
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-        },
+        versions=software_versions("transformers"),
         config=asdict(config),
     )

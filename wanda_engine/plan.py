@@ -144,7 +144,7 @@ def make_plan(config: PruneConfig) -> Plan:
     return Plan(
         config=config, target=target, method=method, schedule=schedule, allocation=policy,
         allocation_settings=allocation_settings, block_statistic=block_statistic, cached_importance=cached_importance,
-        outputs=outputs, device=device, dtype=config.dtype or ("float16" if device.startswith("cuda") else "float32"),
+        outputs=outputs, device=device, dtype=resolve_dtype(config.dtype, device),
         embedded=embedded, calibration=calibration,
         uses_calibration=method.needs_statistics or (block_statistic is not None and cached_importance is None),
         nsamples=config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES),
@@ -167,22 +167,37 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def check_seqlen_and_batch(seqlen: int | None, batch_size: int) -> None:
+    """--seqlen (None: the default) and --batch_size, as every command that runs windows takes them."""
+    if seqlen is not None and seqlen < 2:
+        raise UserError(f"--seqlen {seqlen}: must be at least 2, e.g. 2048")
+    if batch_size < 1:
+        raise UserError(f"--batch_size {batch_size}: must be at least 1")
+
+
+def check_dtype(dtype: str | None) -> None:
+    if dtype not in (None, *DTYPES):
+        raise UserError(f"--dtype {dtype!r}: choose {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """--dtype checked, or the default for the device: float16 on CUDA, float32 elsewhere."""
+    check_dtype(dtype)
+    return dtype or ("float16" if device.startswith("cuda") else "float32")
+
+
 def _check_values(config: PruneConfig) -> None:
     """Checks of single values and of flags that only make sense together."""
     if config.nsamples is not None and config.nsamples < 1:
         raise UserError(f"--nsamples {config.nsamples}: must be at least 1, e.g. 128")
-    if config.seqlen is not None and config.seqlen < 2:
-        raise UserError(f"--seqlen {config.seqlen}: must be at least 2, e.g. 2048")
-    if config.batch_size < 1:
-        raise UserError(f"--batch_size {config.batch_size}: must be at least 1")
+    check_seqlen_and_batch(config.seqlen, config.batch_size)
     if config.eval_limit is not None and config.eval_limit < 1:
         raise UserError(f"--eval_limit {config.eval_limit}: must be at least 1 (use --eval none to skip evaluation)")
     if config.prune_method == "wanda_variant":  # the variant is an option of wanda, not a method of its own
         raise UserError("--prune_method 'wanda_variant': unknown pruning method; the variant is --prune_method wanda --use_variant")
     METHODS.get(config.prune_method)
     SCHEDULES.get(config.schedule)
-    if config.dtype not in (None, *DTYPES):
-        raise UserError(f"--dtype {config.dtype!r}: choose {', '.join(DTYPES[:-1])} or {DTYPES[-1]}")
+    check_dtype(config.dtype)
     check_format(config.calibration_format)
     ALLOCATIONS.get(config.sparsity_allocation)
     if config.resume and not config.save_model:
@@ -190,7 +205,7 @@ def _check_values(config: PruneConfig) -> None:
     if config.resume and not config.stream:
         raise UserError("--resume works with streaming only; drop --no_stream")
     if config.tasks:
-        check_task_limits(config.task_limit, config.batch_size, None, config.max_gen_toks, limit_flag="--task_limit")
+        check_task_limits(config.task_limit, config.max_gen_toks, limit_flag="--task_limit")
         if config.resume:
             raise UserError("--tasks needs the whole model in memory and --resume a streamed run; drop --tasks and score "
                             "the saved model with `cli.py eval --model DIR --tasks ...`")

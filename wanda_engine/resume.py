@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .outputs import write_text_atomic
 from .prune.batches import BlockBatch
 from .prune.block_loop import CarriedWindows, PruneOutcome
 
@@ -71,9 +72,7 @@ class RunCheckpoint:
             "windows_seconds": windows.seconds if windows is not None else 0.0,
             **extra,
         }
-        tmp_state = self.directory / f".{STATE_FILE}.tmp"
-        tmp_state.write_text(json.dumps(state))
-        os.replace(tmp_state, self.directory / STATE_FILE)
+        write_text_atomic(self.directory / STATE_FILE, json.dumps(state))
         for old in self.directory.glob("activations-*.safetensors"):
             if old.name != activations:
                 old.unlink()

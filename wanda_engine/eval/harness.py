@@ -16,6 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..report.types import TaskResult
+from ..versions import software_versions
 from .perplexity import perplexity, reference_eval_ids
 from .tasks import TaskSpec
 
@@ -28,16 +29,12 @@ class TaskScores:
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task → one record per example
 
 
-def check_task_limits(limit: int | None, batch_size: int, seqlen: int | None, max_gen_toks: int,
-                      limit_flag: str = "--limit") -> None:
+def check_task_limits(limit: int | None, max_gen_toks: int, limit_flag: str = "--limit") -> None:
+    """The task-only settings (--batch_size and --seqlen: plan.check_seqlen_and_batch)."""
     if max_gen_toks < 1:
         raise UserError(f"--max_gen_toks {max_gen_toks}: must be at least 1, e.g. 256")
     if limit is not None and limit < 1:
         raise UserError(f"{limit_flag} {limit}: must be at least 1 (the first N examples of each task)")
-    if batch_size < 1:
-        raise UserError(f"--batch_size {batch_size}: must be at least 1")
-    if seqlen is not None and seqlen < 2:
-        raise UserError(f"--seqlen {seqlen}: must be at least 2, e.g. 2048")
 
 
 def check_fits_context(tasks: list[TaskSpec], seqlen: int, max_gen_toks: int, context: int) -> None:
@@ -61,7 +58,8 @@ def score_tasks(model: torch.nn.Module, tokenizer, tasks: list[TaskSpec], *, lim
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     scores = TaskScores(results=[])
     lm = task_manager = None
-    task_manager_has_defaults = False
+    # indexing lm-eval's ~15,000 own tasks takes seconds: only when a task of theirs is asked for
+    needs_registry = any(task.upstream for task in tasks)
     try:
         for task in tasks:
             started = time.perf_counter()
@@ -69,10 +67,7 @@ def score_tasks(model: torch.nn.Module, tokenizer, tasks: list[TaskSpec], *, lim
                 result = _perplexity(model, tokenizer, task, limit, batch_size, seqlen, progress, label)
             else:
                 if lm is None:
-                    lm = _harness(model, tokenizer, batch_size, max_gen_toks)
-                if task_manager is None or (task.upstream and not task_manager_has_defaults):
-                    # indexing lm-eval's ~15,000 own tasks takes seconds: only for a task of theirs
-                    task_manager, task_manager_has_defaults = _task_manager(bool(task.upstream)), bool(task.upstream)
+                    lm, task_manager = _harness(model, tokenizer, batch_size, max_gen_toks), _task_manager(needs_registry)
                 result, samples = run_lm_eval_task(lm, task, limit=limit, max_gen_toks=max_gen_toks, task_manager=task_manager)
                 scores.samples[task.name] = samples
             result.seconds = time.perf_counter() - started
@@ -143,7 +138,7 @@ def run_lm_eval_task(lm, task: TaskSpec, *, limit: int | None = None, max_gen_to
         num_fewshot=shots, source=task.source,
         prompt=samples[0]["prompt"] if samples else "", response=samples[0]["response"] if samples else "",
         settings={"limit": limit, "output_type": config.get("output_type"),
-                  "generation_kwargs": config.get("generation_kwargs"), "lm_eval": _lm_eval_version()},
+                  "generation_kwargs": config.get("generation_kwargs"), "lm_eval": software_versions("lm_eval")["lm_eval"]},
     )
     return result, samples
 
@@ -172,8 +167,3 @@ def _plain(value):
         return value.item()
     return value
 
-
-def _lm_eval_version() -> str:
-    from importlib.metadata import version
-
-    return version("lm_eval")

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from ..eval.tasks import TaskRequest, resolve_tasks
 from ..finetune.sources import load_finetune_data
 from ..finetune.trainer import check_no_overlap
 from ..locks import FileLock, LockBusy, lock_path_for
+from ..outputs import write_text_atomic
 from ..plan import resolve_device
 from ..report.types import EvalReport
 from .matrix import Matrix, load_matrix
@@ -162,8 +161,8 @@ def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
             "cells_made": experiment.made, "cells_reused": experiment.reused,
             "seconds": time.perf_counter() - started,
         }
-        _write(root / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
-        _write(root / RESULTS_MD, render_results(results))
+        write_text_atomic(root / RESULTS_JSON, json.dumps(results, indent=2) + "\n")
+        write_text_atomic(root / RESULTS_MD, render_results(results))
         plot_results(results, root / RESULTS_PNG)
         log(f"[experiment] {len(table)} rows ({len(experiment.made)} cells made, {len(experiment.reused)} reused) in "
             f"{results['seconds']:.0f}s; {root / RESULTS_MD}")
@@ -175,7 +174,7 @@ def run_experiment(config: ExperimentConfig, log: Log = print) -> dict:
 def _check_stage_settings(config: ExperimentConfig, matrix: Matrix) -> None:
     """Every pruning's and fine-tune's settings checked as their commands check them, before any work."""
     from ..finetune.trainer import check_config
-    from ..plan import make_plan
+    from ..plan import check_seqlen_and_batch, make_plan
 
     for calibration in dict.fromkeys(row.prune for row in matrix.rows):
         make_plan(PruneConfig(**{"eval": "none", **matrix.prune}, model=config.model, calibration_dataset=calibration,
@@ -184,8 +183,9 @@ def _check_stage_settings(config: ExperimentConfig, matrix: Matrix) -> None:
     for row in matrix.rows:
         check_config(FinetuneConfig(**matrix.finetune, dataset=row.finetune, template=row.template, output="cell",
                                     data_dir=config.data_dir))
-    check_task_limits(matrix.eval.get("task_limit"), matrix.eval.get("batch_size", 8), matrix.eval.get("seqlen"),
-                      matrix.eval.get("max_gen_toks", 256), limit_flag="[eval] task_limit")
+    check_seqlen_and_batch(matrix.eval.get("seqlen"), matrix.eval.get("batch_size", EvalConfig.batch_size))
+    check_task_limits(matrix.eval.get("task_limit"), matrix.eval.get("max_gen_toks", EvalConfig.max_gen_toks),
+                      limit_flag="[eval] task_limit")
 
 
 def _scores(report: EvalReport) -> dict[str, float | None]:
@@ -214,11 +214,3 @@ def render_results(results: dict) -> str:
     lines += [f"- **{task}**: {source}" for task, source in results["rows"][0]["sources"].items()]
     return "\n".join(lines) + "\n"
 
-
-def _write(path: Path, text: str) -> None:
-    """Write a file by renaming a finished temporary file over it."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as f:
-        f.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)

@@ -69,24 +69,26 @@ def task_table(columns: dict[str, list[TaskResult]]) -> list[str]:
     if not columns:
         return []
     by_task = {label: {r.task: r for r in results} for label, results in columns.items()}
-    order = list(dict.fromkeys(r.task for results in columns.values() for r in results))
     labels = list(columns)
+    # each task's first result in column order: its metrics, examples, shots and source head the row
+    first = {}
+    for results in columns.values():
+        for result in results:
+            first.setdefault(result.task, result)
     lines = [
         "| task | metric | " + " | ".join(labels) + " | examples | shots | " + " | ".join(f"{label} s" for label in labels) + " |",
         "|---|---|" + "---|" * len(labels) + "---|---|" + "---|" * len(labels),
     ]
-    for task in order:
-        first = next(by_task[label][task] for label in labels if task in by_task[label])
-        for metric in first.metrics:
-            values = [by_task[label].get(task) for label in labels]
+    for task, head in first.items():
+        values = [by_task[label].get(task) for label in labels]
+        seconds = [f"{r.seconds:.1f}" if r else "—" for r in values]
+        shots = "—" if head.num_fewshot is None else str(head.num_fewshot)
+        for metric in head.metrics:
             scores = [_fmt(r.metrics.get(metric), 4) if r else "—" for r in values]
-            seconds = [f"{r.seconds:.1f}" if r else "—" for r in values]
-            shots = "—" if first.num_fewshot is None else str(first.num_fewshot)
-            lines.append(f"| {task} | {metric} | " + " | ".join(scores) + f" | {first.examples} "
-                         f"{first.settings.get('unit', '')} | {shots} | " + " | ".join(seconds) + " |")
+            lines.append(f"| {task} | {metric} | " + " | ".join(scores) + f" | {head.examples} "
+                         f"{head.settings.get('unit', '')} | {shots} | " + " | ".join(seconds) + " |")
     lines += ["", "Sources:", ""]
-    lines += [f"- **{task}**: {next(by_task[label][task] for label in labels if task in by_task[label]).source}"
-              for task in order]
+    lines += [f"- **{task}**: {head.source}" for task, head in first.items()]
     return lines + [""]
 
 

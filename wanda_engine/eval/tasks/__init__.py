@@ -29,11 +29,11 @@ def evaluation_files(data_dir: str | None) -> list[str]:
     """The local files the offline tasks score (never to be fine-tuned or calibrated on by accident)."""
     from wanda_engine.data.wikitext2 import local_test_file
 
-    from .base import split_file
+    from .base import scored_file
 
-    found = [split_file("squad", data_dir, "dev", squad.EXTS), split_file("gsm8k", data_dir, "test", gsm8k.EXTS),
-             split_file("boolq", data_dir, "dev", boolq.EXTS) or split_file("boolq", data_dir, "val", boolq.EXTS),
-             local_test_file(data_dir)]
+    found = [scored_file(name, data_dir, entry.SCORED_SPLITS, entry.EXTS)
+             for name, entry in (("squad", squad), ("gsm8k", gsm8k), ("boolq", boolq))]
+    found.append(local_test_file(data_dir))
     return [path for path in found if path]
 
 

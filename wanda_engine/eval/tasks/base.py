@@ -69,12 +69,17 @@ def shots(request: TaskRequest, default: int) -> int:
     return default if request.num_fewshot is None else request.num_fewshot
 
 
+def scored_file(name: str, data_dir: str | None, file_splits: tuple[str, ...], exts: tuple[str, ...]) -> str | None:
+    """The file an offline task scores: the first in DIR/name/ naming one of `file_splits`, or None."""
+    return next((path for wanted in file_splits if (path := split_file(name, data_dir, wanted, exts))), None)
+
+
 def resolve_offline(name: str, request: TaskRequest, *, split: str, file_splits: tuple[str, ...], exts: tuple[str, ...],
                     default_shots: int, source: str, make_config: Callable[[str, str | None, int], dict]) -> TaskSpec | None:
     """An offline task over DIR/name/: the first file naming one of `file_splits` is scored (as lm-eval's
     `split`), few-shot examples come from the train file; None when no file is there. `source` is a
     format string with {file}; `make_config(scored file, train file or None, shots)` is the lm-eval config."""
-    scored = next((path for wanted in file_splits if (path := split_file(name, request.data_dir, wanted, exts))), None)
+    scored = scored_file(name, request.data_dir, file_splits, exts)
     if scored is None:
         return None
     num_fewshot = shots(request, default_shots)

@@ -9,6 +9,7 @@ from .base import TASKS, TaskRequest, TaskSpec, resolve_offline
 
 EXTS = (".jsonl", ".jsonl.gz")
 DEFAULT_SHOTS = 0
+SCORED_SPLITS = ("dev", "val")  # file-name words of the scored file
 
 
 def with_label(dataset):
@@ -39,6 +40,6 @@ def lm_eval_config(dev_file: str, train_file: str | None, num_fewshot: int) -> d
 
 @TASKS.register("boolq")
 def resolve(request: TaskRequest, name: str) -> TaskSpec | None:
-    return resolve_offline("boolq", request, split="validation", file_splits=("dev", "val"), exts=EXTS,
+    return resolve_offline("boolq", request, split="validation", file_splits=SCORED_SPLITS, exts=EXTS,
                            default_shots=DEFAULT_SHOTS, source="offline lm-eval boolq (v2) on {file} (validation split)",
                            make_config=lm_eval_config)

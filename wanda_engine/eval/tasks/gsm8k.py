@@ -9,6 +9,7 @@ from .base import TASKS, TaskRequest, TaskSpec, resolve_offline
 
 EXTS = (".jsonl", ".jsonl.gz")
 DEFAULT_SHOTS = 5
+SCORED_SPLITS = ("test",)  # file-name words of the scored file
 
 
 def lm_eval_config(test_file: str, train_file: str | None, num_fewshot: int) -> dict:
@@ -42,5 +43,5 @@ def lm_eval_config(test_file: str, train_file: str | None, num_fewshot: int) -> 
 
 @TASKS.register("gsm8k")
 def resolve(request: TaskRequest, name: str) -> TaskSpec | None:
-    return resolve_offline("gsm8k", request, split="test", file_splits=("test",), exts=EXTS, default_shots=DEFAULT_SHOTS,
+    return resolve_offline("gsm8k", request, split="test", file_splits=SCORED_SPLITS, exts=EXTS, default_shots=DEFAULT_SHOTS,
                            source="offline lm-eval gsm8k (v3) on {file} (test split)", make_config=lm_eval_config)

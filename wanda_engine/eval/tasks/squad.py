@@ -19,6 +19,7 @@ from .base import TASKS, TaskRequest, TaskSpec, resolve_offline
 
 EXTS = (".json", ".json.gz")
 DEFAULT_SHOTS = 0
+SCORED_SPLITS = ("dev",)  # file-name words of the scored file
 ABSTAIN = "unanswerable"
 
 
@@ -85,7 +86,7 @@ def lm_eval_config(dev_file: str, train_file: str | None, num_fewshot: int, incl
 def resolve(request: TaskRequest, name: str) -> TaskSpec | None:
     questions = "all questions" if request.squad_unanswerable else "answerable questions only"
     return resolve_offline(
-        "squad", request, split="validation", file_splits=("dev",), exts=EXTS, default_shots=DEFAULT_SHOTS,
+        "squad", request, split="validation", file_splits=SCORED_SPLITS, exts=EXTS, default_shots=DEFAULT_SHOTS,
         source=f"offline SQuAD v2 (lm-eval squadv2 prompt, official EM/F1) on {{file}} ({questions})",
         make_config=lambda scored, train, shots: lm_eval_config(scored, train, shots, request.squad_unanswerable),
     )
