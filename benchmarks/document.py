@@ -4,12 +4,11 @@ interrupted run never leaves half a file."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from benchmarks.settings import SECTIONS
+from wanda_engine.outputs import write_text_atomic
 
 INTRO_START, INTRO_END = "<!-- intro:start -->", "<!-- intro:end -->"
 
@@ -74,15 +73,7 @@ def compose(intro: str, head: str, sections: dict[str, str]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path` (its folder made if missing), written whole or not at all."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)
