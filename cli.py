@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max_gen_toks", type=int, help="--tasks: most tokens generated per answer")
     add("--squad_unanswerable", action="store_true", help="--tasks: score SQuAD v2's unanswerable questions too")
     add("--no_dense_eval", action="store_true", help="--tasks: score only the pruned model, not the dense one first")
+    add("--dist_timeout", type=float,
+        help="torchrun: seconds a rank waits for the others at a collective before it gives up")
+    add("--log_all_ranks", action="store_true", help="torchrun: every rank prints its log, not only rank 0")
     add("--trust_remote_code", action="store_true", help="allow model code from the hub (off by default)")
     add("--no_progress", action="store_true", help="no progress bars")
 
@@ -230,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Import after parsing so --help is instant and bad flags fail before torch loads.
+    import torch
     from transformers.utils import logging as hf_logging
 
     from wanda_engine.api import run_eval, run_prune
+    from wanda_engine.distributed import Launch, PeerFailed, Stopped
     from wanda_engine.errors import UserError
     from wanda_engine.models.cache import cache_command
 
@@ -240,7 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     options = vars(args)
     command = options.pop("command")
+    rank = ""  # a data-parallel run's errors say which rank they come from
     try:
+        launch = Launch.from_env()
+        if launch.distributed:
+            rank = f"{launch.label()}: "
+            if command != "prune":
+                raise UserError(f"`cli.py {command}` runs in one process; start it with python, not torchrun "
+                                f"(only `prune` is data-parallel)")
         if command == "cache":
             cache_command(options["cache_dir"], remove=options["remove"] or [], remove_all=options["remove_all"])
             return 0
@@ -262,8 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         options["dense_eval"] = not options.pop("no_dense_eval")
         run_prune(PruneConfig(**options))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {rank}{exc}", file=sys.stderr)
         return 2
+    except (MemoryError, torch.OutOfMemoryError) as exc:  # host memory; a device's
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"error: {rank}out of memory ({reason}); lower --batch_size, --nsamples or --seqlen"
+              + (", or spread the samples over more ranks" if rank else ""), file=sys.stderr)
+        return 1
+    except PeerFailed as exc:  # another rank failed first; its error is the one to read
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Stopped as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         if command == "experiment":
             print("interrupted; the finished cells are kept: rerun the same command to resume", file=sys.stderr)

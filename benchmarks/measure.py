@@ -223,6 +223,74 @@ def measure_scaling(settings: Settings, has_no_stream: bool) -> ScalingResult:
 
 
 @dataclass
+class ParallelResult:
+    layouts: dict  # "RxT" (R ranks × T threads) → Side: the prune stage of one sparsity, fastest run
+    agreement: list  # (what is compared, identical mask entries / entries or None, note)
+    ranks: int
+    calibration: str  # description
+    nsamples: int
+    seqlen: int
+    batch_size: int
+    repeats: int
+    commands: list[str]
+    measured: str
+
+
+def _agreement(a: Side, b: Side) -> tuple[float | None, str]:
+    if a.model_dir is None or b.model_dir is None:
+        return None, a.note or b.note or "no saved model"
+    try:
+        same, total = mask_agreement(a.model_dir, b.model_dir)
+    except (OSError, ValueError) as exc:
+        return None, f"masks not compared: {exc}"
+    return same / total, f"{total - same:,} of {total:,} entries differ"
+
+
+def measure_parallel(settings: Settings) -> ParallelResult:
+    """The prune stage of the embedded SmolLM2 with R ranks × 1 thread (torchrun, gloo) against one process
+    with 1 thread and with R threads, the layouts taking turns; then the masks of R ranks against one
+    process for the other schedule and an N:M sparsity."""
+    calibration, ns, sl, ranks = settings.calibration(), settings.e2e_nsamples, settings.e2e_seqlen, settings.parallel_ranks
+    work = settings.work_dir / "parallel"
+    measured = now()
+    layouts = [("1x1", 1, 1), (f"1x{ranks}", 1, ranks), (f"{ranks}x1", ranks, 1)]
+    sparsity = ("unstructured", 0.5)
+    batch_size = min(settings.batch_size, max(1, ns // ranks))  # every rank needs a batch (--quick: 4 samples)
+
+    def engine(out: Path, key: str, n_ranks: int, threads: int, schedule: str, sparsity: tuple) -> Side:
+        label = f"{n_ranks} rank{'s' if n_ranks > 1 else ''} × {threads} thread{'s' if threads > 1 else ''}"
+        return run_engine(settings, out, label, key, schedule=schedule, model=None, calibration=calibration,
+                          nsamples=ns, seqlen=sl, sparsity=sparsity, ranks=n_ranks, threads=threads, batch_size=batch_size)
+
+    runs: dict[str, list[Side]] = {}
+    for repeat in range(settings.parallel_repeats):
+        progress(f"parallel: run {repeat + 1} of {settings.parallel_repeats} of {', '.join(k for k, _, _ in layouts)}")
+        for key, n_ranks, threads in layouts:
+            runs.setdefault(key, []).append(engine(work / key / f"run{repeat + 1}", key, n_ranks, threads, "reference", sparsity))
+    sides = {key: fastest(candidates) for key, candidates in runs.items()}
+    single, parallel = sides["1x1"], sides[f"{ranks}x1"]
+    agreement = [(f"reference, {sparsity_label(*sparsity)}: {ranks} ranks × 1 thread vs 1 × 1", *_agreement(parallel, single)),
+                 (f"reference, {sparsity_label(*sparsity)}: 1 rank × {ranks} threads vs 1 × 1",
+                  *_agreement(sides[f"1x{ranks}"], single))]
+    for schedule, other in (("reference", ("2:4", None)), ("sequential", sparsity)):
+        tag = f"{schedule}-{other[0].replace(':', 'of')}"
+        progress(f"parallel: masks of {schedule} {sparsity_label(*other)}, 1 process and {ranks} ranks")
+        one = engine(work / tag / "1x1", "1x1", 1, 1, schedule, other)
+        many = engine(work / tag / f"{ranks}x1", f"{ranks}x1", ranks, 1, schedule, other)
+        agreement.append((f"{schedule}, {sparsity_label(*other)}: {ranks} ranks × 1 thread vs 1 × 1", *_agreement(many, one)))
+        for side in (one, many):
+            if side.model_dir is not None:
+                shutil.rmtree(side.model_dir, ignore_errors=True)
+    description = next((s.info.get("calibration_description") for s in sides.values() if s.info.get("calibration_description")),
+                       calibration)
+    return ParallelResult(
+        layouts=sides, agreement=agreement, ranks=ranks, calibration=description, nsamples=ns, seqlen=sl,
+        batch_size=batch_size, repeats=settings.parallel_repeats,
+        commands=[f"    # {side.label}\n    {side.command}" for side in sides.values()], measured=measured,
+    )
+
+
+@dataclass
 class KernelsResult:
     body: str      # the CPU table of bench_kernels.py, or why there is none
     info: str      # its "torch ..." line

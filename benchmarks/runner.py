@@ -90,8 +90,8 @@ def load_1m() -> float | None:
 
 
 def shown(cmd: list[str], work_dir: Path, data_dir: Path | None = None) -> str:
-    """A command line as someone would type it in the repository root: python, not the interpreter's path;
-    WORK for the work dir; the data dir relative to the repository."""
+    """A command line as someone would type it in the repository root: python, not the interpreter's path
+    (torchrun for its module); WORK for the work dir; the data dir relative to the repository."""
     words = []
     for word in cmd:
         if word == sys.executable:
@@ -100,7 +100,7 @@ def shown(cmd: list[str], work_dir: Path, data_dir: Path | None = None) -> str:
         if data_dir is not None:
             word = word.replace(str(data_dir), os.path.relpath(data_dir, REPO_ROOT))
         words.append(word)
-    return " ".join(words)
+    return " ".join(words).replace("python -m torch.distributed.run", "torchrun")
 
 
 def engine_supports(flag: str, threads: int | None = None) -> bool:
@@ -139,10 +139,11 @@ def sparsity_flags(sparsity_type: str, ratio: float | None) -> list[str]:
 
 def _run_and_read(
     settings: Settings, cmd: list[str], out: Path, side: Side, result_path: Path, failed_as: str,
+    threads: int | None = None,
 ) -> tuple[Child, dict | None]:
     """Run a side's command (log in `out`) and read the JSON it wrote; None, with `side` marked unavailable
-    and the reason said, when it failed or wrote nothing."""
-    child = run_child(cmd, out / "log.txt", settings.timeout_s, settings.threads)
+    and the reason said, when it failed or wrote nothing. `threads`: this side's, instead of the run's."""
+    child = run_child(cmd, out / "log.txt", settings.timeout_s, threads or settings.threads)
     side.wall_s, side.peak_rss_mb = child.seconds, child.peak_rss_mb
     if child.rc != 0 or not result_path.is_file():
         side.available = False
@@ -152,26 +153,38 @@ def _run_and_read(
     return child, json.loads(result_path.read_text())
 
 
+def engine_launcher(ranks: int) -> list[str]:
+    """How the engine is started: one process, or `ranks` under torchrun (on one machine)."""
+    if ranks == 1:
+        return [sys.executable, "cli.py", "prune"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "cli.py", "prune"]
+
+
 def run_engine(
     settings: Settings, out: Path, label: str, key: str, *, schedule: str, model: str | None, calibration: str,
-    nsamples: int, seqlen: int, sparsity: tuple, extra: list[str] = (),
+    nsamples: int, seqlen: int, sparsity: tuple, extra: list[str] = (), ranks: int = 1, threads: int | None = None,
+    batch_size: int | None = None,
 ) -> Side:
-    cmd = [sys.executable, "cli.py", "prune"] + (["--model", model] if model else []) + [
+    """The engine's `prune` as one side: `ranks` processes under torchrun (gloo) when more than one, each
+    with `threads` torch threads (default: the run's)."""
+    cmd = engine_launcher(ranks) + (["--model", model] if model else []) + [
         "--schedule", schedule, *sparsity_flags(*sparsity), "--calibration_dataset", calibration,
-        "--nsamples", str(nsamples), "--seqlen", str(seqlen), "--batch_size", str(settings.batch_size),
+        "--nsamples", str(nsamples), "--seqlen", str(seqlen), "--batch_size", str(batch_size or settings.batch_size),
         "--seed", "0", "--dtype", "float32", "--device", "cpu", "--eval", "none", "--no_progress",
         "--save", str(out / "report"), "--save_model", str(out / "model"), *extra,
     ]
-    side = Side(key, label, command=shown(cmd, settings.work_dir, settings.data_dir), load=load_1m())
+    command = shown(cmd, settings.work_dir, settings.data_dir)
+    side = Side(key, label, command=f"OMP_NUM_THREADS={threads} {command}" if threads else command, load=load_1m())
     progress(f"{label}: running ({sparsity_label(*sparsity)}) ...")
-    child, report = _run_and_read(settings, cmd, out, side, out / "report" / "report.json", "not available")
+    child, report = _run_and_read(settings, cmd, out, side, out / "report" / "report.json", "not available", threads)
     if report is None:
         return side
     report = Report.from_json(report)
     side.prune_s = report.timings.get("prune_s")
     side.actual_sparsity = report.actual_sparsity
     side.model_dir = out / "model"
-    side.info = {"report_peak_rss_mb": report.peak_rss_mb, "timings": report.timings, "memory": report.memory}
+    side.info = {"report_peak_rss_mb": report.peak_rss_mb, "timings": report.timings, "memory": report.memory,
+                 "distributed": report.distributed, "calibration_description": report.calibration_description}
     progress(f"{label}: prune {fmt(side.prune_s)} s, peak RSS {fmt(side.peak_rss_mb, 0)} MB ({child.seconds:.0f} s wall)")
     return side
 

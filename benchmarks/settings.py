@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("e2e", "scaling", "kernels")
+SECTIONS = ("e2e", "scaling", "parallel", "kernels")
 DEFAULT_DATA_DIR = "../shared/data"  # relative to the repository root
 
 
@@ -35,6 +35,9 @@ class Settings:
     shard_size: str = "200MB"
     scaling_nsamples: int = 8
     scaling_seqlen: int = 256
+    # parallel: data-parallel pruning (torchrun, gloo) against one process, on the e2e calibration
+    parallel_ranks: int = 2
+    parallel_repeats: int = 2
     # kernels
     kernel_args: tuple = ("--threads", "1", "--rounds", "7")
     timeout_s: int = 4 * 3600
@@ -44,7 +47,7 @@ class Settings:
         settings = cls(quick=quick, data_dir=data_dir, work_dir=work_dir, threads=threads)
         if quick:
             settings.e2e_nsamples, settings.e2e_seqlen, settings.e2e_eval_limit = 4, 64, 2
-            settings.e2e_repeats = 1
+            settings.e2e_repeats = settings.parallel_repeats = 1
             settings.depths = (2, 4)
             settings.model_shape = dict(hidden=256, heads=4, kv_heads=2, intermediate=704, vocab=1024)
             settings.shard_size = "2MB"

@@ -1,6 +1,6 @@
 """`python -m benchmarks`: run the benchmark suite and regenerate BENCHMARKS.md.
 
-    python -m benchmarks [--data_dir ../shared/data] [--quick] [--only e2e,scaling,kernels] [--out BENCHMARKS.md]
+    python -m benchmarks [--data_dir ../shared/data] [--quick] [--only e2e,scaling,parallel,kernels] [--out BENCHMARKS.md]
 
 Sections (each side of a comparison runs in a fresh process, one after the other, so its peak RSS is its
 own; the tables report ratios between sides measured in the same run):
@@ -11,6 +11,8 @@ own; the tables report ratios between sides measured in the same run):
   scaling  random-initialised LLaMA models of 8 and 32 blocks (hidden 1024) in safetensors shards: time
            and peak RSS against depth, engine streaming (default) and --no_stream when the flag exists;
            the same models as GGUF files: the engine's conversion against transformers' whole-model loading
+  parallel the embedded SmolLM2's prune stage with 2 ranks × 1 thread under torchrun (gloo) against one process
+           with 1 and with 2 threads; mask agreement of the data-parallel runs with one process
   kernels  the CPU table of benchmarks/bench_kernels.py, and where GPU figures come from
 
 Progress goes to stderr. The output file is written atomically; its intro (between the intro markers) and,
@@ -36,8 +38,8 @@ from pathlib import Path
 
 from benchmarks.document import DEFAULT_INTRO, compose, existing_parts, write_atomic
 from benchmarks.machine import machine_info, now
-from benchmarks.measure import measure_e2e, measure_kernels, measure_scaling
-from benchmarks.render import header, render_e2e, render_kernels, render_scaling
+from benchmarks.measure import measure_e2e, measure_kernels, measure_parallel, measure_scaling
+from benchmarks.render import header, render_e2e, render_kernels, render_parallel, render_scaling
 from benchmarks.runner import engine_supports, progress, run_side
 from benchmarks.settings import DEFAULT_DATA_DIR, SECTIONS, Settings, repo_path
 
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="local datasets (wikitext2/wiki.valid.tokens, wiki.test.raw); default ../shared/data "
                              "beside the repository; the builtin corpus when absent")
     parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke check of the suite itself")
-    parser.add_argument("--only", type=parse_only, default=list(SECTIONS), help="comma list of e2e, scaling, kernels")
+    parser.add_argument("--only", type=parse_only, default=list(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     parser.add_argument("--out", default=None, help="output file (default: BENCHMARKS.md of the repository)")
     parser.add_argument("--gpu_results", default=None, help="an OUT_DIR of benchmarks/gpu_check.sh to include")
     parser.add_argument("--work_dir", default=None, help="where sides write models and logs (default: a temp dir)")
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
                     measured = measure_scaling(settings, has_no_stream)
                     raw[name] = measured
                     sections[name] = render_scaling(measured, baseline_rss)
+                elif name == "parallel":
+                    measured = measure_parallel(settings)
+                    raw[name] = measured
+                    sections[name] = render_parallel(measured)
                 else:
                     gpu_results = repo_path(args.gpu_results, "") if args.gpu_results else None
                     sections[name] = render_kernels(measure_kernels(settings), gpu_results)

@@ -180,11 +180,28 @@ def test_run_child_reports_its_own_peak_rss(tmp_path):
     assert failing.rc == 2 and failing.error_line() == "error: bad flag"
 
 
+def test_render_parallel_goal_and_agreement():
+    single, threads, ranks = _side("1x1", 60.0, 700), _side("1x2", 35.0, 700), _side("2x1", 33.0, 700)
+    for side, label in ((single, "1 rank × 1 thread"), (threads, "1 rank × 2 threads"), (ranks, "2 ranks × 1 thread")):
+        side.label, side.runs_s = label, [side.prune_s]
+    result = measure.ParallelResult(
+        layouts={"1x1": single, "1x2": threads, "2x1": ranks},
+        agreement=[("reference, unstructured 0.5: 2 ranks × 1 thread vs 1 × 1", 1.0, "0 of 10 entries differ")],
+        ranks=2, calibration="text", nsamples=32, seqlen=512, batch_size=8, repeats=1, commands=[], measured="now",
+    )
+    text = render.render_parallel(result)
+    assert "| 2 ranks × 1 thread | 33.0 | 33.0 | 1.82× | 700 |" in text
+    assert "2 ranks × 1 thread ≥ 1.7× faster than 1 rank × 1 thread: pass (1.82×)" in text
+    assert "| reference, unstructured 0.5: 2 ranks × 1 thread vs 1 × 1 | 100.0000% | 0 of 10 entries differ |" in text
+    ranks.prune_s = 40.0
+    assert "**FAIL** (1.50×)" in render.render_parallel(result)
+
+
 def test_only_parsing():
     assert suite.parse_only("kernels,e2e") == ["e2e", "kernels"]
-    assert suite.parse_only(None) == suite.parse_only("") == ["e2e", "scaling", "kernels"]
+    assert suite.parse_only(None) == suite.parse_only("") == ["e2e", "scaling", "parallel", "kernels"]
     # argparse turns ArgumentTypeError into a usage error that shows this message
-    with pytest.raises(argparse.ArgumentTypeError, match=r"^--only 'e2e,gpu': choose from e2e, scaling, kernels$"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^--only 'e2e,gpu': choose from e2e, scaling, parallel, kernels$"):
         suite.parse_only("e2e,gpu")
     with pytest.raises(argparse.ArgumentTypeError, match=r"^--only ',': choose from"):
         suite.parse_only(",")

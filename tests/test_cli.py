@@ -98,6 +98,7 @@ def test_existing_output_refused_then_overwritten(tiny_model_dir, calibration_te
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "bogus"], "--device"),
         (["--device", "meta"], "--device 'meta'"),
         (["--checkpoint_every", "nan"], "--checkpoint_every nan"),
+        (["--dist_timeout", "0"], "--dist_timeout 0"),
         (["--prune_method", "wanda_variant"], "--use_variant"),
         (["--dtype", "float8"], "float8"),
         (["--schedule", "fast"], "--schedule 'fast'"),

@@ -15,7 +15,7 @@ from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.batches import call_block, capture_block_inputs
 from wanda_engine.prune.block_loop import prune_blocks
 from wanda_engine.prune.schedules import schedule_for
-from wanda_engine.prune.statistics import StatisticsPass
+from wanda_engine.prune.statistics import StatisticsPass, block_structure
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, tiny_llama, tiny_tokenizer
@@ -125,6 +125,25 @@ def test_discarded_output_skips_the_last_linear_with_the_same_statistics():
     assert full.skipped_tail is None
     assert skipping.skipped_tail == "mlp.down_proj"
     for name in linear_layers(block):
+        assert torch.equal(full.statistic(name), skipping.statistic(name)), name
+
+
+def test_a_learned_tail_is_skipped_from_the_first_batch_of_a_later_block():
+    model = tiny_llama("gqa")
+    first, second = decoder_blocks(model)[:2]
+    batches = capture_block_inputs(model, torch.randint(3, 291, (4, 8)), torch.ones(4, 8, dtype=torch.long), 2, torch.device("cpu"))
+    _statistics(first, batches, output_discarded=True, structure=block_structure(first))
+    outputs = []
+    down_proj = linear_layers(second)["mlp.down_proj"]
+    handle = down_proj.register_forward_hook(lambda _module, _args, out: outputs.append(out))
+    try:
+        skipping = _statistics(second, batches, output_discarded=True, structure=block_structure(second))
+    finally:
+        handle.remove()
+    # zeros stand in for the skipped GEMM's output, from the first batch on
+    assert skipping.skipped_tail == "mlp.down_proj" and len(outputs) == 2 and all(not out.any() for out in outputs)
+    full = _statistics(second, batches)
+    for name in linear_layers(second):
         assert torch.equal(full.statistic(name), skipping.statistic(name)), name
 
 

@@ -69,11 +69,11 @@ def _fail_at_block(monkeypatch, block_index: int, error: type[BaseException]):
     calls = {"n": 0}
     original = type(schedule).prune_block
 
-    def failing(self, block, batches, method, target):
+    def failing(self, *args, **kwargs):
         if calls["n"] == block_index:
             raise error("injected failure")
         calls["n"] += 1
-        return original(self, block, batches, method, target)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(schedule), "prune_block", failing)
 
@@ -252,11 +252,11 @@ def test_safetensors_file_damaged_mid_run_is_a_one_line_error_and_cleans_up(shar
 
     damaged = []
 
-    def damage_then_prune(self, block, batches, method, target):
+    def damage_then_prune(self, *args, **kwargs):
         if not damaged:  # after the start-up check, before block 2 is read
             _damage(last_block, "truncated")
             damaged.append(last_block)
-        return original(self, block, batches, method, target)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(type(schedule), "prune_block", damage_then_prune)
     with pytest.raises(UserError, match=f"model file '{last_block}' is damaged or truncated"):

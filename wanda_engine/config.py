@@ -62,6 +62,10 @@ class PruneConfig:
     max_gen_toks: int = 256
     squad_unanswerable: bool = False
     dense_eval: bool = True  # score the dense model on --tasks too (before pruning)
+    # Data-parallel runs (torchrun): how long a collective waits for the other ranks, and whether ranks
+    # other than 0 print their logs too.
+    dist_timeout: float = 1800.0
+    log_all_ranks: bool = False
     progress: bool = True
 
 

@@ -72,6 +72,9 @@ class OutputDir:
 
     def release(self) -> None:
         self.lock.release()
+        self.remove_made_parents()
+
+    def remove_made_parents(self) -> None:
         for parent in reversed(self._made):
             with contextlib.suppress(OSError):
                 parent.rmdir()  # only when empty: an output written into it stays
@@ -92,6 +95,15 @@ class OutputDir:
                 self.release()
                 raise _unwritable(self.flag, self.given, directory.parent, exc) from None
             self._made.append(directory)
+
+
+def release_all(outputs: list[OutputDir]) -> None:
+    """Release the claims of one run: every lock first, then the parents the claims made (a parent
+    made for --save may also hold --save_model's lock file, which must be gone before it can go)."""
+    for output in outputs:
+        output.lock.release()
+    for output in reversed(outputs):
+        output.remove_made_parents()
 
 
 def _unwritable(flag: str, given: str, directory: Path, exc: OSError) -> UserError:

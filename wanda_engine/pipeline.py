@@ -13,6 +13,10 @@ own, so other pipelines can use them one by one:
 A streamed model (the default for safetensors sources) is never whole in memory: its evaluation windows
 are carried through the blocks beside the calibration batches (`carry_windows`), and its pruned blocks
 are written as they finish; `run_prune` does both inside a `PruneRun`.
+
+Launched by torchrun, the run is data-parallel (distributed.py): every rank loads the model and runs
+every block on its share of the calibration samples and evaluation windows (`Plan.calibration_share`),
+the statistics are combined and the masks shared, and rank 0 alone writes the outputs.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from . import data
 from .config import PruneConfig
 from .data.base import CalibrationSet
 from .digests import files_digest, json_digest, tensors_digest
+from .distributed import SINGLE_PROCESS, DataParallel, host_name, joined
 from .eval import perplexity
-from .eval.perplexity import eval_windows, perplexity_from_hidden, reference_eval_ids, window_count
+from .eval.perplexity import eval_batch_size, eval_windows, perplexity_from_hidden, reference_eval_ids, window_count
 from .memory import peak_rss_mb
 from .models import decoder_blocks, load_model
 from .models.architecture import text_config
@@ -45,7 +50,9 @@ from .prune.batches import BlockBatch, capture_block_inputs, copy_batches
 from .prune.block_loop import CarriedWindows, PruneOutcome, prune_blocks
 from .prune.importance import achieved_block_sparsity, block_profile, check_cached_importance, measure_block_importance
 from .eval.harness import score_tasks
-from .report import AllocationReport, BlockImportance, MemoryReport, Report, TaskResult, write_report
+from .report import (
+    AllocationReport, BlockImportance, DistributedReport, MemoryReport, RankReport, Report, TaskResult, write_report,
+)
 from .resume import RunCheckpoint, clear_partial, fingerprint
 from .run import PruneRun
 from .versions import software_versions
@@ -56,11 +63,16 @@ Log = Callable[[str], None]
 def run_prune(config: PruneConfig, log: Log = print) -> Report:
     """Run the whole pipeline and return the report (also written to --save when given)."""
     plan = make_plan(config)
+    log = rank_log(plan, log)
     for note in plan.notes:
         log(note)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    with PruneRun(plan, log) as run:
+    with PruneRun(plan, log) as run, joined(plan.launch, plan.device, config.dist_timeout) as replicas:
+        run.replicas = replicas
+        if replicas.active:
+            log(f"data parallel: {replicas.world_size} ranks ({replicas.backend})"
+                + ("" if config.log_all_ranks else "; only rank 0 logs (--log_all_ranks: every rank)"))
         with run.stage("load_s"):
             loaded = run.holds(load(plan, log))
         seqlen = plan.seqlen_for(loaded.model.config)
@@ -79,19 +91,31 @@ def run_prune(config: PruneConfig, log: Log = print) -> Report:
         if loaded.streamed and run.windows is not None:
             ppl_dense, ppl_pruned = evaluate_carried(plan, loaded, run)
         run.timings["eval_s"] = run.eval_seconds
+        ranks = describe_ranks(plan, loaded, run, eval_ids, seqlen)
         save(plan, loaded, run)  # before the task scores: a failure there must not lose the pruned model
+        drop_rank_checkpoints(run)
         tasks_pruned = evaluate_tasks(plan, loaded, seqlen, "pruned", run)
         run.timings["total_s"] = time.perf_counter() - run.started
         report = make_report(plan, loaded, run, pruned, calibration, seqlen=seqlen, activations=activations,
                              memory=memory, ppl_dense=ppl_dense, ppl_pruned=ppl_pruned,
                              eval_windows=_window_count(plan, eval_ids, seqlen), tasks_dense=tasks_dense,
-                             tasks_pruned=tasks_pruned)
-        if plan.save_dir is not None:
+                             tasks_pruned=tasks_pruned, distributed=ranks)
+        if plan.save_dir is not None and replicas.is_main:
             write_report(plan.save_dir, report)
             log(f"report written to {plan.save_dir}/report.json and report.md")
         log("timings: " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in run.timings.items())
             + f"; peak RSS {report.peak_rss_mb:.0f} MB")
         return report
+
+
+def rank_log(plan: Plan, log: Log) -> Log:
+    """Rank 0 logs; the other ranks of a data-parallel run are quiet unless --log_all_ranks."""
+    launch = plan.launch
+    if launch.is_main:
+        return log
+    if plan.config.log_all_ranks:
+        return lambda message: log(f"[{launch.label()}] {message}")
+    return lambda message: None
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -105,6 +129,8 @@ def load(plan: Plan, log: Log = print) -> LoadedModel:
         config.model, dtype=plan.dtype, device=plan.device, cache_dir=config.cache_dir,
         trust_remote_code=config.trust_remote_code, stream=config.stream, check=plan.check_structure, log=log,
         progress=config.progress,
+        # the ranks on one machine share the GGUF cache: one converts, the others wait for it
+        wait_for_conversion_s=config.dist_timeout if plan.launch.distributed else 0.0,
     )
 
 
@@ -151,11 +177,10 @@ def _window_count(plan: Plan, eval_ids: torch.Tensor | None, seqlen: int) -> int
 
 
 def _hidden_state_rows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int) -> int:
-    """Rows of hidden states carried through the blocks: the calibration samples, and with streamed
-    evaluation its windows twice (through the dense and through the pruned block)."""
-    calibration_rows = plan.nsamples if plan.uses_calibration else 0
+    """Rows of hidden states carried through the blocks (this rank's share): the calibration samples,
+    and with streamed evaluation its windows twice (through the dense and through the pruned block)."""
     windows = _window_count(plan, eval_ids, seqlen) if loaded.streamed else None
-    return calibration_rows + 2 * (windows or 0)
+    return len(plan.calibration_share) + 2 * len(plan.share(windows or 0, plan.config.batch_size))
 
 
 def _hidden_states_bytes(loaded: LoadedModel, rows: int, seqlen: int) -> int:
@@ -187,20 +212,26 @@ def hidden_states_place(plan: Plan, loaded: LoadedModel, seqlen: int, eval_ids: 
 
 def capture_calibration(plan: Plan, loaded: LoadedModel, calibration: CalibrationSet | None,
                         storage: torch.device | None = None) -> list[BlockBatch]:
-    """What the first decoder block receives for each calibration batch (none without calibration)."""
+    """What the first decoder block receives for each calibration batch of this rank's share (none
+    without calibration)."""
     if calibration is None:
         return []
-    return capture_block_inputs(loaded.model, calibration.input_ids, calibration.attention_mask,
-                                plan.config.batch_size, torch.device(plan.device), storage=storage)
+    share = plan.calibration_share
+    return capture_block_inputs(loaded.model, calibration.input_ids[share.start : share.stop],
+                                calibration.attention_mask[share.start : share.stop], plan.config.batch_size,
+                                torch.device(plan.device), storage=storage)
 
 
 def carry_windows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int,
                   storage: torch.device | None = None) -> CarriedWindows | None:
-    """Streamed evaluation: the windows' inputs to the first block, to be carried through each block
-    beside the calibration batches, through the dense block (dense perplexity) and the pruned one."""
+    """Streamed evaluation: the windows' inputs to the first block (this rank's share), to be carried
+    through each block beside the calibration batches, through the dense block (dense perplexity) and
+    the pruned one."""
     if not loaded.streamed or eval_ids is None:
         return None
     windows = eval_windows(eval_ids, seqlen, plan.eval_limit)
+    share = plan.share(windows.shape[0], plan.config.batch_size)
+    windows = windows[share.start : share.stop]
     dense = capture_block_inputs(loaded.model, windows, torch.ones_like(windows), plan.config.batch_size,
                                  torch.device(plan.device), storage=storage)
     return CarriedWindows(dense=dense, pruned=copy_batches(dense), token_ids=windows)
@@ -264,6 +295,7 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
         raise ValueError("prune(): a streamed model is written block by block as it is pruned, into a PruneRun's "
                          "partial output; pass run= (as run_prune does) or load the model with stream=False")
     log = run.log if run is not None else print
+    replicas = run.replicas if run is not None else SINGLE_PROCESS
     model, blocks = loaded.model, decoder_blocks(loaded.model)
     windows = run.windows if run is not None else None
     checkpoint, start_block, outcome_so_far, cached_importance = None, 0, None, plan.cached_importance
@@ -271,7 +303,7 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
     if partial_dir is not None:
         checkpoint = run.checkpoint = RunCheckpoint(
             partial_dir, fingerprint(plan.config, _input_digests(plan, loaded, calibration, eval_ids)),
-            plan.config.checkpoint_every,
+            plan.config.checkpoint_every, replicas,
         )
         if plan.config.resume:
             start_block, outcome_so_far, resumed_state = checkpoint.load(batches, windows)
@@ -280,11 +312,7 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
                 cached_importance = BlockImportance(**{**resumed_state["importance"], "source": f"checkpoint in {partial_dir}",
                                                        "seconds": 0.0})
         else:
-            if partial_dir.exists():
-                log(f"removing the partial output of an earlier interrupted run: {partial_dir}")
-            clear_partial(partial_dir)
-            partial_dir.mkdir(parents=True)
-            run.made_partial = True
+            _start_partial(partial_dir, run, replicas, checkpoint)
 
     importance, notes = _block_importance(plan, loaded, batches, cached_importance, seqlen, run, log)
     profile = block_profile(
@@ -297,7 +325,7 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
         log(f"allocation: {note}")
 
     if loaded.streamed:
-        writer = ShardWriter(partial_dir, len(blocks)) if partial_dir is not None else None
+        writer = ShardWriter(partial_dir, len(blocks)) if partial_dir is not None and replicas.is_main else None
         store = StreamedBlocks(model, loaded.checkpoint, loaded.dtype, plan.device, writer)
     else:
         store = model
@@ -309,8 +337,9 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
             checkpoint.save(index + 1, batches, windows, outcome, {"importance": saved_importance})
 
     prune_blocks(
-        store, batches, plan.method, allocation.targets, schedule=plan.schedule, progress=plan.config.progress,
-        start=start_block, windows=windows, after_block=after_block, outcome=outcome,
+        store, batches, replicas.shared_masks(plan.method), allocation.targets, schedule=plan.schedule,
+        progress=plan.config.progress, start=start_block, windows=windows, after_block=after_block, outcome=outcome,
+        replicas=replicas,
     )
     batches.clear()  # their hidden states are no longer needed (a weights-only schedule does not advance them)
     if loaded.streamed:
@@ -323,6 +352,21 @@ def prune(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch], *, run: Pr
         f"{len(blocks)} blocks: actual sparsity {outcome.actual_sparsity:.4f}")
     return Pruned(outcome=outcome, allocation=allocation, profile=profile, importance=importance, notes=notes,
                   resumed_from_block=start_block if plan.config.resume else None)
+
+
+def _start_partial(partial_dir, run: PruneRun, replicas: DataParallel, checkpoint: RunCheckpoint) -> None:
+    """A fresh partial output for this run: rank 0 removes an earlier run's and makes it; the other
+    ranks then add only their own checkpoints (and remove their own leftovers, on a machine of their own)."""
+    if replicas.is_main:
+        if partial_dir.exists():
+            run.log(f"removing the partial output of an earlier interrupted run: {partial_dir}")
+        clear_partial(partial_dir)
+        partial_dir.mkdir(parents=True)
+        run.made_partial = True
+    replicas.barrier()
+    if not replicas.is_main:
+        partial_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.discard_own()
 
 
 def _input_digests(plan: Plan, loaded: LoadedModel, calibration: CalibrationSet | None,
@@ -357,7 +401,8 @@ def _block_importance(plan: Plan, loaded: LoadedModel, batches: list[BlockBatch]
         return cached, notes
     dense_blocks = StreamedBlocks(loaded.model, loaded.checkpoint, loaded.dtype, plan.device) if loaded.streamed else loaded.model
     importance = measure_block_importance(
-        dense_blocks, batches, owl_m=plan.allocation_settings.owl_m, progress=plan.config.progress, measured_on=measured_on
+        dense_blocks, batches, owl_m=plan.allocation_settings.owl_m, progress=plan.config.progress, measured_on=measured_on,
+        replicas=run.replicas if run is not None else SINGLE_PROCESS,
     )
     if run is not None:
         run.timings["importance_s"] = importance.seconds
@@ -377,7 +422,7 @@ def evaluate(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seq
     started = time.perf_counter()
     ppl, windows = perplexity(
         loaded.model, eval_ids, seqlen, limit=plan.eval_limit, batch_size=plan.config.batch_size,
-        progress=plan.config.progress, desc=f"{label} ppl",
+        progress=plan.config.progress, desc=f"{label} ppl", replicas=run.replicas if run is not None else SINGLE_PROCESS,
     )
     if run is not None:
         run.eval_seconds += time.perf_counter() - started
@@ -390,13 +435,13 @@ def evaluate_carried(plan: Plan, loaded: LoadedModel, run: PruneRun) -> tuple[fl
     logits come from the model's own forward (everything outside the blocks is read for it)."""
     windows, started = run.windows, time.perf_counter()
     load_outside_blocks(loaded.model, loaded.checkpoint, loaded.dtype, plan.device)
-    as_tuple = windows.blocks_return_tuple
+    as_tuple, replicas = windows.blocks_return_tuple, run.replicas
     ppl_dense = perplexity_from_hidden(loaded.model, [b.hidden for b in windows.dense], windows.token_ids,
-                                       blocks_return_tuple=as_tuple)
+                                       blocks_return_tuple=as_tuple, replicas=replicas)
     ppl_pruned = perplexity_from_hidden(loaded.model, [b.hidden for b in windows.pruned], windows.token_ids,
-                                        blocks_return_tuple=as_tuple)
+                                        blocks_return_tuple=as_tuple, replicas=replicas)
     run.eval_seconds += windows.seconds + time.perf_counter() - started
-    count, seqlen = windows.token_ids.shape
+    count, seqlen = sum(replicas.gather_ints([windows.token_ids.shape[0]])), windows.token_ids.shape[1]
     run.log(f"dense perplexity: {ppl_dense:.3f}; pruned perplexity: {ppl_pruned:.3f} ({count} windows of {seqlen}, streamed)")
     run.windows = None
     return ppl_dense, ppl_pruned
@@ -425,7 +470,7 @@ def save(plan: Plan, loaded: LoadedModel, run: PruneRun | None = None) -> None:
     """Write the pruned model to --save_model: a streamed one's blocks are already in the run's partial
     directory (the rest is added and the directory renamed into place), a whole one is saved at once."""
     model_dir = plan.model_dir
-    if model_dir is None:
+    if model_dir is None or not plan.launch.is_main:  # rank 0 writes a data-parallel run's model
         return
     if loaded.streamed and (run is None or run.partial_dir is None):
         raise ValueError("save(): a streamed model's pruned blocks are in the run's partial output; pass the run")
@@ -445,13 +490,47 @@ def save(plan: Plan, loaded: LoadedModel, run: PruneRun | None = None) -> None:
         run.log(f"pruned model saved to {model_dir}")
 
 
+def drop_rank_checkpoints(run: PruneRun) -> None:
+    """Data-parallel: once rank 0 has saved the model, the other ranks remove their resume checkpoints
+    (on a shared file system rank 0 already removed them with the partial output). Until then they are
+    kept, so that a failure while saving can still be resumed."""
+    replicas = run.replicas
+    if not replicas.active:
+        return
+    replicas.barrier()
+    if not replicas.is_main and run.checkpoint is not None:
+        run.checkpoint.discard_own(empty_dirs=True)
+
+
 # --- report -------------------------------------------------------------------------------------
+
+
+def describe_ranks(plan: Plan, loaded: LoadedModel, run: PruneRun, eval_ids: torch.Tensor | None, seqlen: int
+                   ) -> DistributedReport | None:
+    """What each rank of a data-parallel run ran and used (a collective: every rank calls it, once its
+    work is done)."""
+    replicas = run.replicas
+    if not replicas.active:
+        return None
+    calibration = plan.calibration_share
+    windows = None
+    if eval_ids is not None:
+        count = window_count(eval_ids.numel(), seqlen, plan.eval_limit)
+        unit = plan.config.batch_size if loaded.streamed else eval_batch_size(loaded.model.config, seqlen, plan.config.batch_size)
+        share = plan.share(count, unit)
+        windows = [share.start, share.stop]
+    device_mb = torch.cuda.max_memory_allocated(plan.device) / 2**20 if plan.device.startswith("cuda") else None
+    mine = RankReport(rank=replicas.rank, host=host_name(), device=plan.device,
+                      calibration_samples=[calibration.start, calibration.stop], eval_windows=windows,
+                      prune_s=run.timings.get("prune_s", 0.0), peak_rss_mb=peak_rss_mb(), peak_device_mb=device_mb)
+    ranks = [RankReport(**rank) for rank in replicas.gather_objects(asdict(mine))]
+    return DistributedReport(world_size=replicas.world_size, backend=replicas.backend or "", ranks=ranks)
 
 
 def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, calibration: CalibrationSet | None, *,
                 seqlen: int, activations: str, memory: MemoryReport, ppl_dense: float | None,
                 ppl_pruned: float | None, eval_windows: int | None, tasks_dense: list[TaskResult] | None = None,
-                tasks_pruned: list[TaskResult] | None = None) -> Report:
+                tasks_pruned: list[TaskResult] | None = None, distributed: DistributedReport | None = None) -> Report:
     config, outcome, allocation, profile = plan.config, pruned.outcome, pruned.allocation, pruned.profile
     return Report(
         model=loaded.name,
@@ -498,6 +577,7 @@ def make_report(plan: Plan, loaded: LoadedModel, run: PruneRun, pruned: Pruned, 
         timings=run.timings,
         peak_rss_mb=peak_rss_mb(),
         memory=memory,
+        distributed=distributed,
         versions=software_versions("transformers"),
         config=asdict(config),
     )

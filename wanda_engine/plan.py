@@ -14,6 +14,7 @@ import torch.nn as nn
 from . import data
 from .config import DTYPES, PruneConfig
 from .data.squad import check_format
+from .distributed import Launch, shares
 from .errors import UserError
 from .eval.harness import check_fits_context, check_task_limits
 from .eval.tasks import TaskRequest, TaskSpec, resolve_tasks
@@ -58,6 +59,7 @@ class Plan:
     eval_reason: str
     tasks: list[TaskSpec] = field(default_factory=list)  # --tasks, resolved (files checked)
     notes: list[str] = field(default_factory=list)  # said before the run starts
+    launch: Launch = field(default_factory=Launch)  # which rank of a torchrun launch (rank 0 of 1: a plain run)
 
     @property
     def save_dir(self) -> Path | None:
@@ -66,6 +68,16 @@ class Plan:
     @property
     def model_dir(self) -> Path | None:
         return self.outputs["--save_model"].target if "--save_model" in self.outputs else None
+
+    @property
+    def calibration_share(self) -> range:
+        """The calibration samples this rank runs: a contiguous share of whole batches (all of them in
+        a plain run)."""
+        return self.share(self.nsamples if self.uses_calibration else 0, self.config.batch_size)
+
+    def share(self, count: int, unit: int) -> range:
+        """This rank's contiguous share of `count` items in whole units of `unit` (distributed.shares)."""
+        return shares(count, self.launch.world_size, unit)[self.launch.rank]
 
     @property
     def measures_importance(self) -> bool:
@@ -115,7 +127,10 @@ def make_plan(config: PruneConfig) -> Plan:
             # each is replaced whole when it is written: one inside the other would be lost
             raise UserError(f"--save {config.save!r} and --save_model {config.save_model!r}: one is or contains the "
                             "other; give them separate directories")
+    launch = Launch.from_env()
     device = resolve_device(config.device)
+    if launch.distributed:
+        device = rank_device(device, config.device, launch)
     method = METHODS.get(config.prune_method)
     if config.use_variant:
         if not hasattr(method, "variant"):
@@ -141,16 +156,49 @@ def make_plan(config: PruneConfig) -> Plan:
             notes.append("--tasks: the model is loaded whole (task evaluation runs the whole model), not streamed")
     block_statistic = policy.statistic(allocation_settings)
     defaults = EMBEDDED_DEFAULTS if embedded else {}
+    uses_calibration = method.needs_statistics or (block_statistic is not None and cached_importance is None)
+    nsamples = config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES)
+    if launch.distributed:
+        _check_distributed(config, launch, nsamples if uses_calibration else None)
+        if not launch.is_main and not config.log_all_ranks:  # one progress bar per run, rank 0's
+            config = replace(config, progress=False)
     return Plan(
         config=config, target=target, method=method, schedule=schedule, allocation=policy,
         allocation_settings=allocation_settings, block_statistic=block_statistic, cached_importance=cached_importance,
         outputs=outputs, device=device, dtype=resolve_dtype(config.dtype, device),
-        embedded=embedded, calibration=calibration,
-        uses_calibration=method.needs_statistics or (block_statistic is not None and cached_importance is None),
-        nsamples=config.nsamples or defaults.get("nsamples", DEFAULT_NSAMPLES),
+        embedded=embedded, calibration=calibration, uses_calibration=uses_calibration, nsamples=nsamples,
         eval_limit=config.eval_limit or defaults.get("eval_limit"), eval_spec=eval_spec, eval_reason=eval_reason,
-        tasks=tasks, notes=notes,
+        tasks=tasks, notes=notes, launch=launch,
     )
+
+
+def rank_device(device: str, given: str | None, launch: Launch) -> str:
+    """The device of one rank of a torchrun launch: on CUDA, the GPU of its LOCAL_RANK."""
+    if not device.startswith("cuda"):
+        return device
+    if given is not None and torch.device(given).index is not None:
+        raise UserError(f"--device {given}: under torchrun each rank computes on the GPU numbered by its LOCAL_RANK; "
+                        "pass --device cuda (or choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    count = torch.cuda.device_count()
+    if launch.local_rank >= count:
+        raise UserError(f"LOCAL_RANK {launch.local_rank}: only {count} GPU(s) are visible to this process; "
+                        f"start at most {count} processes per machine (torchrun --nproc_per_node {count})")
+    return f"cuda:{launch.local_rank}"
+
+
+def _check_distributed(config: PruneConfig, launch: Launch, nsamples: int | None) -> None:
+    """What a data-parallel run refuses, checked on every rank alike before any collective."""
+    if config.tasks:
+        raise UserError(f"--tasks runs in one process, not under torchrun ({launch.world_size} processes here); prune "
+                        "with torchrun and --save_model, then score with `python cli.py eval --model DIR --tasks ...`")
+    if nsamples is not None:
+        batches = -(-nsamples // config.batch_size)
+        if batches < launch.world_size:
+            fixes = [f"--batch_size {nsamples // launch.world_size} or less"] if nsamples >= launch.world_size else []
+            fixes.append(f"--nsamples {(launch.world_size - 1) * config.batch_size + 1} or more")
+            raise UserError(f"--nsamples {nsamples} with --batch_size {config.batch_size} makes {batches} calibration "
+                            f"batch(es) for {launch.world_size} ranks, and every rank needs one; use {' or '.join(fixes)}, "
+                            "or start fewer ranks")
 
 
 def resolve_device(device: str | None) -> str:
@@ -211,5 +259,7 @@ def _check_values(config: PruneConfig) -> None:
                             "the saved model with `cli.py eval --model DIR --tasks ...`")
     elif not config.dense_eval:
         raise UserError("--no_dense_eval skips the dense model's --tasks scores; give --tasks, or drop --no_dense_eval")
+    if not math.isfinite(config.dist_timeout) or config.dist_timeout <= 0:
+        raise UserError(f"--dist_timeout {config.dist_timeout:g}: must be a number of seconds > 0, e.g. 1800")
     if not math.isfinite(config.checkpoint_every) or config.checkpoint_every < 0:
         raise UserError(f"--checkpoint_every {config.checkpoint_every:g}: must be a number of seconds >= 0, e.g. 300")

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .distributed import SINGLE_PROCESS, DataParallel
 from .models.loading import LoadedModel
-from .outputs import OutputDir
+from .outputs import OutputDir, release_all
 from .plan import Plan
 from .prune.block_loop import CarriedWindows
 from .resume import RunCheckpoint, clear_partial, partial_dir_for
@@ -20,7 +21,11 @@ class PruneRun:
     """A context manager around one run. Entering it claims the output directories (made, checked
     writable, locked: a second run aimed at one of them is refused); leaving it, however the run ends,
     releases them and the loaded model's files, and removes the partial output of a streamed
-    --save_model, or keeps it when it holds a checkpoint to --resume from (and says so)."""
+    --save_model, or keeps it when it holds a checkpoint to --resume from (and says so).
+
+    In a data-parallel run rank 0 owns the outputs (it alone claims, writes and removes them); the
+    other ranks write only their own resume checkpoints into the partial output. `replicas` is set once
+    the process group is joined (after the claim, so a refused claim needs no collective)."""
 
     def __init__(self, plan: Plan, log: Callable[[str], None] = print) -> None:
         self.plan = plan
@@ -33,9 +38,12 @@ class PruneRun:
         self.made_partial = False  # whether this run made it (an earlier run's is not this run's to remove)
         self.checkpoint: RunCheckpoint | None = None
         self.windows: CarriedWindows | None = None  # streamed evaluation: windows carried through the blocks
+        self.replicas: DataParallel = SINGLE_PROCESS
         self._claimed: list[OutputDir] = []
 
     def __enter__(self) -> "PruneRun":
+        if not self.plan.launch.is_main:
+            return self
         try:
             for output in self.plan.outputs.values():
                 self._claimed.append(output)  # before claim(): released however far the claim got
@@ -83,6 +91,5 @@ class PruneRun:
     def _release(self) -> None:
         if self.loaded is not None:
             self.loaded.close()
-        for output in self._claimed:
-            output.release()
+        release_all(self._claimed)
         self._claimed.clear()

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..distributed import SINGLE_PROCESS, DataParallel
 from ..errors import UserError
 from ..models.blocks import decoder_blocks
 
@@ -43,6 +44,13 @@ def eval_windows(input_ids: torch.Tensor, seqlen: int, limit: int | None = None)
     return input_ids.reshape(-1)[: n_windows * seqlen].view(n_windows, seqlen)
 
 
+def eval_batch_size(model_config, seqlen: int, batch_size: int) -> int:
+    """Windows per forward in `perplexity`: --batch_size, fewer where a batch's fp32 logits would pass
+    the budget."""
+    vocab = int(getattr(model_config, "vocab_size", 32000))
+    return max(1, min(batch_size, _LOGIT_BUDGET // (seqlen * vocab)))
+
+
 @torch.no_grad()
 def perplexity(
     model: nn.Module,
@@ -53,13 +61,17 @@ def perplexity(
     batch_size: int = 1,
     progress: bool = True,
     desc: str = "perplexity",
+    replicas: DataParallel = SINGLE_PROCESS,
 ) -> tuple[float, int]:
-    """(perplexity, number of windows) of `model` on the token sequence `input_ids`."""
-    windows = eval_windows(input_ids, seqlen, limit)
+    """(perplexity, number of windows) of `model` on the token sequence `input_ids`. `replicas`: a
+    data-parallel run, each rank scoring a share of whole batches of windows (the window losses are
+    gathered in order, so the result is the single process's)."""
+    all_windows = eval_windows(input_ids, seqlen, limit)
     device = next(model.parameters()).device
-    vocab = int(getattr(model.config, "vocab_size", 32000))
-    batch_size = max(1, min(batch_size, _LOGIT_BUDGET // (seqlen * vocab)))
-    window_losses = []
+    batch_size = eval_batch_size(model.config, seqlen, batch_size)
+    share = replicas.share(all_windows.shape[0], batch_size)
+    windows = all_windows[share.start : share.stop]
+    window_losses = [torch.zeros(0, dtype=torch.float64)]
     bar = tqdm(total=windows.shape[0], desc=desc, unit="window", disable=not progress)
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size].to(device)
@@ -70,7 +82,8 @@ def perplexity(
         window_losses.append(losses.mean(dim=1).double().cpu())
         bar.update(batch.shape[0])
     bar.close()
-    return math.exp(torch.cat(window_losses).mean().item()), int(windows.shape[0])
+    losses = replicas.gather(torch.cat(window_losses))
+    return math.exp(losses.mean().item()), int(all_windows.shape[0])
 
 
 # Tokens per logits chunk in the streamed evaluation: 1024 × a 128k vocabulary in fp32 is 0.5 GiB.
@@ -107,14 +120,16 @@ class _StandIn(nn.Module):
 
 @torch.no_grad()
 def perplexity_from_hidden(
-    model: nn.Module, final_hidden: list[torch.Tensor], windows: torch.Tensor, *, blocks_return_tuple: bool = False
+    model: nn.Module, final_hidden: list[torch.Tensor], windows: torch.Tensor, *, blocks_return_tuple: bool = False,
+    replicas: DataParallel = SINGLE_PROCESS,
 ) -> float:
     """Perplexity from the last block's outputs (streamed evaluation: the windows travelled through
     the blocks beside the calibration batches). The logits come from the model's own forward, with its
     decoder blocks replaced by stand-ins that return those outputs, so that whatever the model does
     after its blocks (final norm, head, logit soft-capping or scaling) is done as in the model itself;
     every parameter outside the blocks must be materialised. Same protocol as `perplexity`; the logits
-    are made a chunk of tokens at a time, so their memory does not grow with batch size or vocabulary."""
+    are made a chunk of tokens at a time, so their memory does not grow with batch size or vocabulary.
+    `replicas`: a data-parallel run, `windows` being this rank's share (losses gathered in order)."""
     blocks = decoder_blocks(model)
     originals = list(blocks)
     outputs = _Outputs(blocks_return_tuple)
@@ -140,4 +155,5 @@ def perplexity_from_hidden(
             blocks[index] = block
     if start != windows.shape[0]:
         raise ValueError(f"{start} hidden states for {windows.shape[0]} windows")
+    window_losses = replicas.gather_floats(window_losses)
     return math.exp(sum(window_losses) / len(window_losses))

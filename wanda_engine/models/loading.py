@@ -100,6 +100,7 @@ def load_model(
     check: Callable[[PreTrainedModel], None] | None = None,
     log=print,
     progress: bool = True,
+    wait_for_conversion_s: float = 0.0,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer.
 
@@ -110,6 +111,8 @@ def load_model(
     downloaded or read, so that a model the run cannot handle is refused before minutes of loading
     (where an architecture cannot be built so, with the loaded model); it raises UserError to refuse.
     progress: show a progress bar while a GGUF source is converted (first use only).
+    wait_for_conversion_s: a GGUF source being converted by another process (a sibling rank) is waited
+    for up to this long instead of refused.
     """
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     hub_kwargs: dict = {}
@@ -146,6 +149,7 @@ def load_model(
         path, source, cache_lock = cached_conversion(
             gguf, cache_root, log, progress,
             on_config=lambda directory: structure_check.examine(AutoConfig.from_pretrained(str(directory))),
+            wait_s=wait_for_conversion_s,
         )
     try:
         model, tokenizer, checkpoint = _load_weights(

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 import kernels
 
+from ..distributed import SINGLE_PROCESS, DataParallel
 from ..errors import UserError
 from ..models.architecture import block_weight_matrices
 from ..models.blocks import InMemoryBlocks
@@ -76,10 +77,13 @@ def prune_blocks(
     windows: CarriedWindows | None = None,
     after_block: Callable[[int], None] | None = None,
     outcome: PruneOutcome | None = None,
+    replicas: DataParallel = SINGLE_PROCESS,
 ) -> PruneOutcome:
     """Prune decoder blocks `start`.. in order; `batches` hold block `start`'s inputs and are advanced
     in place, and so are the `windows` carried beside them. `schedule` prunes each block (see
-    schedules.schedule_for). `after_block(index)` runs once a block is pruned and released (checkpoints)."""
+    schedules.schedule_for). `after_block(index)` runs once a block is pruned and released (checkpoints).
+    `replicas`: a data-parallel run, `batches` and `windows` being this rank's share (`method` should
+    then share its masks: `DataParallel.shared_masks`)."""
     store = as_block_store(blocks)
     if len(block_targets) != len(store):
         raise ValueError(f"{len(block_targets)} block targets for {len(store)} blocks")
@@ -96,7 +100,7 @@ def prune_blocks(
             _advance(block, windows.dense)
             windows_seconds += time.perf_counter() - windows_started
         try:
-            masks = schedule.prune_block(block, batches, method, block_targets[index])
+            masks = schedule.prune_block(block, batches, method, block_targets[index], replicas)
         except kernels.KernelInputError as exc:  # bad values reached a kernel (e.g. fp16 overflow): the user's to fix
             raise UserError(f"pruning block {index} ({store.prefix}{index}) failed: {exc}") from exc
         for name, mask in masks.items():

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..distributed import SINGLE_PROCESS, DataParallel
 from ..errors import UserError
 from ..models.blocks import decoder_blocks, linear_layers
 from ..report.types import BlockImportance, Report
@@ -56,9 +57,11 @@ def _outlier_ratio(linears: dict[str, nn.Linear], statistics: StatisticsPass, ow
 @torch.no_grad()
 def measure_block_importance(
     blocks: "BlockStore | nn.Module", batches: list[BlockBatch], *, owl_m: float = 5.0, progress: bool = True,
-    measured_on: dict | None = None,
+    measured_on: dict | None = None, replicas: DataParallel = SINGLE_PROCESS,
 ) -> BlockImportance:
-    """Influence and OWL outlier ratio of every block, from one dense pass over `batches` (not modified)."""
+    """Influence and OWL outlier ratio of every block, from one dense pass over `batches` (not modified).
+    `replicas`: a data-parallel run, `batches` being this rank's share; the per-batch cosine sums are
+    gathered and added in global order, as one process adds them."""
     if not batches:
         raise ValueError("measuring block importance needs calibration batches")
     started = time.perf_counter()
@@ -68,8 +71,8 @@ def measure_block_importance(
     for index in tqdm(range(len(store)), desc="block importance", unit="block", disable=not progress):
         block = store.load(index)
         linears = linear_layers(block)
-        statistics = StatisticsPass(linears)
-        cosine_sum, tokens = 0.0, 0
+        statistics = StatisticsPass(linears, replicas=replicas)
+        cosine_sums, token_counts = [], []
         outputs = []
         with statistics:
             for batch, inputs in zip(batches, hidden):
@@ -78,10 +81,14 @@ def measure_block_importance(
                 cosine = F.cosine_similarity(inputs.float(), out.float(), dim=-1)  # [b, L]
                 if batch.token_mask is not None:
                     cosine = cosine[batch.token_mask]
-                cosine_sum += float(cosine.sum(dtype=torch.float64))
-                tokens += cosine.numel()
+                cosine_sums.append(float(cosine.sum(dtype=torch.float64)))
+                token_counts.append(cosine.numel())
                 outputs.append(out)
         hidden = outputs
+        cosine_sum = 0.0
+        for value in replicas.gather_floats(cosine_sums):  # in global batch order, as one process adds them
+            cosine_sum += value
+        tokens = sum(replicas.gather_ints(token_counts))
         influence.append(1.0 - cosine_sum / max(tokens, 1))
         outlier.append(_outlier_ratio(linears, statistics, owl_m))
         store.release(index, block, pruned=False)

@@ -8,6 +8,18 @@ import torch.nn.functional as F
 
 import kernels
 
+from ..distributed import SINGLE_PROCESS, DataParallel
+
+
+# The linear each block structure calls last (StatisticsPass, output_discarded), once a first batch
+# showed it: every block of a model runs the same code, so the order of its linear calls is the code's.
+_TAILS: dict[object, str] = {}
+
+
+def block_structure(block: nn.Module) -> tuple:
+    """What a block's order of linear calls is a property of: its class and its modules' names and classes."""
+    return (type(block), *((name, type(module)) for name, module in block.named_modules()))
+
 
 class StatisticsPass:
     """Accumulates the Wanda statistic (fp32) per distinct linear input while a block runs.
@@ -20,16 +32,25 @@ class StatisticsPass:
     `output_discarded=True` (the caller ignores the block's output, as the reference schedule's
     statistics pass does): when the first batch called every linear exactly once, the last one called
     (down_proj in LLaMA blocks) feeds nothing but that output, so from the second batch on its GEMM is
-    skipped (its statistic is still taken) and zeros stand in for its output. A block that calls a
-    linear after it is refused with a RuntimeError instead of giving wrong statistics.
+    skipped (its statistic is still taken) and zeros stand in for its output. With `structure` (see
+    `block_structure`) that tail is remembered, and later blocks of the same structure skip it from
+    their first batch on. A block that calls a linear after it is refused with a RuntimeError instead
+    of giving wrong statistics.
+
+    `replicas` (a data-parallel run): the statistic covers every rank's samples, combined when first
+    read (`statistic`), which every rank must then do in the same order.
     """
 
-    def __init__(self, linears: dict[str, nn.Linear], *, output_discarded: bool = False) -> None:
+    def __init__(self, linears: dict[str, nn.Linear], *, output_discarded: bool = False,
+                 replicas: DataParallel = SINGLE_PROCESS, structure: object = None) -> None:
         self.linears = linears
+        self.replicas = replicas
         self.stats: dict[str, kernels.RunningSqNorms] = {}
         self.group_of: dict[str, str] = {}  # linear name → name of the linear owning its statistic
         self.output_discarded = output_discarded
-        self.skipped_tail: str | None = None  # linear whose GEMM is skipped (see output_discarded)
+        self.structure = structure if output_discarded else None
+        # the linear whose GEMM is skipped (see output_discarded)
+        self.skipped_tail: str | None = _TAILS.get(self.structure) if self.structure is not None else None
         self._calls: list[str] = []  # linears called in the current batch, in order
         self._batches = 0
         self._seen: dict[int, tuple[torch.Tensor, str]] = {}
@@ -46,8 +67,11 @@ class StatisticsPass:
         self._seen.clear()
 
     def start_batch(self, token_mask: torch.Tensor | None) -> None:
-        if self.output_discarded and self._batches == 1 and sorted(self._calls) == sorted(self.linears):
+        if (self.output_discarded and self.skipped_tail is None and self._batches == 1
+                and sorted(self._calls) == sorted(self.linears)):
             self.skipped_tail = self._calls[-1]
+            if self.structure is not None:
+                _TAILS[self.structure] = self.skipped_tail
         self._batches += 1
         self._calls.clear()
         self._seen.clear()
@@ -55,7 +79,7 @@ class StatisticsPass:
 
     def statistic(self, name: str) -> torch.Tensor:
         """fp32 [in_features]: mean over calibration samples of ||x_j||² of this linear's input."""
-        return self.stats[self.group_of[name]].mean_sq
+        return self.replicas.complete(self.stats[self.group_of[name]])
 
     def _forward_for(self, name: str, linear: nn.Linear):
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +109,7 @@ class StatisticsPass:
     def _statistic_for(self, owner: str, linear: nn.Linear, x: torch.Tensor) -> kernels.RunningSqNorms:
         stat = self.stats.get(owner)
         if stat is None:
-            stat = self.stats[owner] = kernels.RunningSqNorms(linear.in_features, x.device)
+            stat = self.stats[owner] = self.replicas.new_statistic(linear.in_features, x.device)
         token_mask = self._token_mask
         if token_mask is not None and tuple(token_mask.shape) != tuple(x.shape[:-1]):
             raise RuntimeError(f"{owner}: input shape {tuple(x.shape)} does not match the token mask {tuple(token_mask.shape)}")

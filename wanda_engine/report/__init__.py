@@ -1,9 +1,11 @@
 """The run report: a typed structure (types.Report), report.json (machine-readable) and report.md (for people)."""
 
-from .types import AllocationReport, BlockImportance, EvalReport, MemoryReport, Report, TaskResult
+from .types import (
+    AllocationReport, BlockImportance, DistributedReport, EvalReport, MemoryReport, RankReport, Report, TaskResult,
+)
 from .writer import render_eval_markdown, render_markdown, write_eval_report, write_report
 
 __all__ = [
-    "AllocationReport", "BlockImportance", "EvalReport", "MemoryReport", "Report", "TaskResult", "render_eval_markdown",
-    "render_markdown", "write_eval_report", "write_report",
+    "AllocationReport", "BlockImportance", "DistributedReport", "EvalReport", "MemoryReport", "RankReport", "Report",
+    "TaskResult", "render_eval_markdown", "render_markdown", "write_eval_report", "write_report",
 ]

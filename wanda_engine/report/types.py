@@ -70,6 +70,34 @@ class MemoryReport:
 
 
 @dataclass
+class RankReport:
+    """One rank of a data-parallel run: what it ran and what it used."""
+
+    rank: int = 0
+    host: str = ""
+    device: str = ""
+    calibration_samples: list[int] = field(default_factory=list)  # [start, stop) of the calibration samples
+    eval_windows: list[int] | None = None  # [start, stop) of the evaluation windows; None: no evaluation
+    prune_s: float = 0.0  # its block loop, waits for the other ranks included
+    peak_rss_mb: float = 0.0
+    peak_device_mb: float | None = None  # CUDA: torch.cuda.max_memory_allocated
+
+
+@dataclass
+class DistributedReport:
+    """A data-parallel run (torchrun): how its work was split."""
+
+    world_size: int = 1
+    backend: str = ""
+    ranks: list[RankReport] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DistributedReport":
+        ranks = [_known(RankReport, rank) for rank in data.get("ranks", []) if isinstance(rank, dict)]
+        return cls(**{**{k: v for k, v in data.items() if k in ("world_size", "backend")}, "ranks": ranks})
+
+
+@dataclass
 class TaskResult:
     """One task's scores. metrics: lm-eval's metric names, with the filter in parentheses where the task
     has several (e.g. "exact_match (strict-match)"); "perplexity" for a perplexity task."""
@@ -160,6 +188,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     memory: MemoryReport = field(default_factory=MemoryReport)
+    distributed: DistributedReport | None = None  # None: one process
     versions: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -174,6 +203,8 @@ class Report:
             values["allocation"] = _known(AllocationReport, values["allocation"])
         if isinstance(values.get("memory"), dict):
             values["memory"] = MemoryReport.from_json(values["memory"])
+        distributed = values.get("distributed")
+        values["distributed"] = DistributedReport.from_json(distributed) if isinstance(distributed, dict) else None
         for name in ("tasks_dense", "tasks_pruned"):
             values[name] = task_results(values.get(name))
         importance = values.get("block_importance")

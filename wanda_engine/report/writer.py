@@ -160,8 +160,32 @@ def render_markdown(report: Report, plot_skipped: str | None = None) -> str:
     # Before the long per-layer table, so the plot and the task scores are near the top.
     at = lines.index("## Sparsity per layer")
     tasks = task_table({"dense": report.tasks_dense, "pruned": report.tasks_pruned})
-    lines[at:at] = _allocation_section(report, plot_skipped) + (["## Task scores", "", *tasks] if tasks else [])
+    lines[at:at] = (_allocation_section(report, plot_skipped) + (["## Task scores", "", *tasks] if tasks else [])
+                    + _distributed_section(report))
     return "\n".join(lines)
+
+
+def _distributed_section(report: Report) -> list[str]:
+    parallel = report.distributed
+    if parallel is None:
+        return []
+
+    def span(bounds: list[int] | None) -> str:
+        return "—" if not bounds else f"{bounds[0]}–{bounds[1]} ({bounds[1] - bounds[0]})"
+
+    return [
+        "## Data parallel",
+        "",
+        f"{parallel.world_size} ranks, backend {parallel.backend}; each rank ran every block on its share of the "
+        "calibration samples and evaluation windows (start–stop, count); each mask was selected by one rank and "
+        "broadcast to the others.",
+        "",
+        "| rank | host | device | calibration samples | evaluation windows | prune s | peak RSS MB | peak device MB |",
+        "|---:|---|---|---|---|---:|---:|---:|",
+        *[f"| {r.rank} | {r.host} | {r.device} | {span(r.calibration_samples)} | {span(r.eval_windows)} | {r.prune_s:.1f} | "
+          f"{r.peak_rss_mb:.0f} | {_fmt(r.peak_device_mb, 0)} |" for r in parallel.ranks],
+        "",
+    ]
 
 
 def write_report(target: Path, report: Report) -> None:

@@ -16,13 +16,15 @@ from .cache import (
 from .protocol import convert_in_child
 
 
-def cached_conversion(gguf: Path, cache_root: Path, log, progress: bool, on_config=None) -> tuple[Path, str, FileLock]:
+def cached_conversion(gguf: Path, cache_root: Path, log, progress: bool, on_config=None, wait_s: float = 0.0
+                      ) -> tuple[Path, str, FileLock]:
     """The cached conversion of `gguf`, converting it first where there is none; `on_config(directory)`
     is called with the converted config.json in `directory` before any tensor is converted, and may
     raise to stop the conversion. Returns the conversion's directory, where it came from, and a shared
     lock on it, which the caller holds while it reads the conversion so that `cache --remove` refuses to
     remove it meanwhile. Converting takes the lock exclusively: a second run that needs the same
-    conversion meanwhile is refused, naming the converting run."""
+    conversion meanwhile is refused, naming the converting run, unless `wait_s` > 0 (the ranks of a
+    data-parallel run on one machine: one converts, the others wait up to `wait_s` seconds for it)."""
     target = conversion_dir(gguf, cache_root)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -31,17 +33,31 @@ def cached_conversion(gguf: Path, cache_root: Path, log, progress: bool, on_conf
                         "choose a writable cache directory") from None
     remove_orphaned_tmp_dirs(target.parent)
     source = f"cached conversion {target}"
-    for _ in range(3):  # a conversion finished or removed by another run meanwhile: look again
+    deadline, waiting, changes = time.monotonic() + wait_s, False, 0
+    while True:
         converted = (target / "config.json").is_file()
         lock = FileLock(lock_path_for(target), shared=converted)
-        _take_cache_lock(lock, gguf, target)
+        try:
+            _take_cache_lock(lock, target)
+        except LockBusy as busy:
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"GGUF file {str(gguf)!r}: another run is converting or removing its cached conversion {target} "
+                    f"({busy.who()}); wait for that run to end, then run again"
+                ) from None
+            if not waiting:
+                log(f"waiting for another process converting {gguf.name} ({busy.who()}) ...")
+                waiting = True
+            time.sleep(1.0)  # whether it is converted is looked at again: a finished conversion is read shared
+            continue
         if (target / "config.json").is_file() == converted:
             if converted:
                 return target, source, lock
             break
-        lock.release()
-    else:
-        raise UserError(f"GGUF file {str(gguf)!r}: its cached conversion {target} keeps changing under other runs; run again")
+        lock.release()  # a conversion finished or removed by another run meanwhile: look again
+        changes += 1
+        if changes >= 3:
+            raise UserError(f"GGUF file {str(gguf)!r}: its cached conversion {target} keeps changing under other runs; run again")
     try:
         log(f"converting {gguf.name} to safetensors (one time, cached in {target}) ...")
         started = time.perf_counter()
@@ -56,14 +72,10 @@ def cached_conversion(gguf: Path, cache_root: Path, log, progress: bool, on_conf
     return target, f"converted from {gguf} into {target} (child process peak RSS {child_peak_mb:.0f} MB)", lock
 
 
-def _take_cache_lock(lock: FileLock, gguf: Path, target: Path) -> None:
+def _take_cache_lock(lock: FileLock, target: Path) -> None:
+    """Acquire `lock` (LockBusy when another run holds it in a conflicting mode)."""
     try:
         lock.acquire()
-    except LockBusy as busy:
-        raise UserError(
-            f"GGUF file {str(gguf)!r}: another run is converting or removing its cached conversion {target} ({busy.who()}); "
-            "wait for that run to end, then run again"
-        ) from None
     except OSError as exc:
         if lock.shared:  # a read-only cache: nobody can remove the conversion while it is read either
             return

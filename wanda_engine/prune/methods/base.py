@@ -27,3 +27,14 @@ class PruningMethod(Protocol):
 
 
 METHODS: Registry[PruningMethod] = Registry("pruning method", "--prune_method")
+
+
+def prune_together(method: PruningMethod, items: list[tuple[torch.Tensor, torch.Tensor | None]],
+                   target: SparsityTarget) -> list[torch.Tensor]:
+    """Prune several weight matrices (each with its statistic) and return their masks in order. A
+    method that spreads the work (`distributed.SharedMasks`: each rank selects some of the masks) is
+    given them together; any other prunes them one by one."""
+    together = getattr(method, "prune_together", None)
+    if together is not None:
+        return together(items, target)
+    return [method.prune_(weight, sq_norms, target) for weight, sq_norms in items]

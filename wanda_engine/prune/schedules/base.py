@@ -7,6 +7,7 @@ from typing import Protocol
 import torch
 import torch.nn as nn
 
+from ...distributed import SINGLE_PROCESS, DataParallel
 from ...registry import Registry
 from ..batches import BlockBatch
 from ..methods import PruningMethod
@@ -20,10 +21,13 @@ class Schedule(Protocol):
         ...
 
     def prune_block(
-        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
+        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget,
+        replicas: DataParallel = SINGLE_PROCESS,
     ) -> dict[str, torch.Tensor]:
         """Prune every linear of `block` in place and return name → bool mask (True = pruned), in
-        `linear_layers(block)` order; then replace each `batch.hidden` with the pruned block's output."""
+        `linear_layers(block)` order; then replace each `batch.hidden` with the pruned block's output.
+        `replicas`: in a data-parallel run `batches` are this rank's share, and every statistic is read
+        through `replicas.complete` (the same ones in the same order on every rank)."""
         ...
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ...distributed import SINGLE_PROCESS, DataParallel
 from ...models.blocks import linear_layers
-from ..methods import PruningMethod
+from ..methods import PruningMethod, prune_together
 from ..batches import BlockBatch, call_block, store_output
-from ..statistics import StatisticsPass
+from ..statistics import StatisticsPass, block_structure
 from ..sparsity import SparsityTarget
 from .base import SCHEDULES
 
@@ -25,14 +26,18 @@ class ReferenceSchedule:
         """Any block whose weight matrices are linears (checked by the caller) can be run so."""
 
     def prune_block(
-        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
+        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget,
+        replicas: DataParallel = SINGLE_PROCESS,
     ) -> dict[str, torch.Tensor]:
         linears = linear_layers(block)
-        with StatisticsPass(linears, output_discarded=True) as statistics:
+        with StatisticsPass(linears, output_discarded=True, replicas=replicas,
+                            structure=block_structure(block)) as statistics:
             for batch in batches:
                 statistics.start_batch(batch.token_mask)
                 call_block(block, batch)
-        masks = {name: method.prune_(linear.weight.data, statistics.statistic(name), target) for name, linear in linears.items()}
+        sq_norms = [statistics.statistic(name) for name in linears]  # completed in this order on every rank
+        masks = dict(zip(linears, prune_together(
+            method, [(linear.weight.data, stat) for linear, stat in zip(linears.values(), sq_norms)], target)))
         for batch in batches:
             store_output(batch, call_block(block, batch))
         return masks

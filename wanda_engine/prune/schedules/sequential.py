@@ -32,9 +32,10 @@ import transformers.activations
 
 import kernels
 
+from ...distributed import SINGLE_PROCESS, DataParallel
 from ...errors import UserError
 from ...models.blocks import linear_layers
-from ..methods import PruningMethod
+from ..methods import PruningMethod, prune_together
 from ..batches import BlockBatch, call_block, store_output
 from ..sparsity import SparsityTarget
 from .base import SCHEDULES
@@ -249,7 +250,8 @@ class SequentialSchedule:
 
     @torch.no_grad()
     def prune_block(
-        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
+        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget,
+        replicas: DataParallel = SINGLE_PROCESS,
     ) -> dict[str, torch.Tensor]:
         if not batches:
             raise ValueError("the sequential schedule needs at least one calibration batch")
@@ -260,8 +262,8 @@ class SequentialSchedule:
         masks: dict[str, torch.Tensor] = {}
 
         def new_statistic(name: str) -> kernels.RunningSqNorms:
-            # The same statistic as StatisticsPass (the reference's running mean).
-            return kernels.RunningSqNorms(linears[name].in_features, device)
+            # The same statistic as StatisticsPass (the reference's running mean), over every rank's samples.
+            return replicas.new_statistic(linears[name].in_features, device)
 
         # q/k/v read the block input, as in the reference schedule, so their statistic is folded per
         # sample as StatisticsPass folds it (block 0's q/k/v masks are the reference's). The other
@@ -271,8 +273,8 @@ class SequentialSchedule:
             kernels.update_running_sq_norms(statistic, x, batch.token_mask, per_sample=False)
 
         def prune_group(names: tuple[str, ...], statistic: kernels.RunningSqNorms) -> None:
-            for name in names:
-                masks[name] = method.prune_(linears[name].weight.data, statistic.mean_sq, target)
+            sq_norms = replicas.complete(statistic)
+            masks.update(zip(names, prune_together(method, [(linears[name].weight.data, sq_norms) for name in names], target)))
 
         # The statistics cannot be fused into the consuming linear's GEMM (linear_with_running_sq_norms):
         # a linear may only run once its statistic is complete and it is pruned. So every pass keeps,

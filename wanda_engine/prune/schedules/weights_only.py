@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ...distributed import SINGLE_PROCESS, DataParallel
 from ...models.blocks import linear_layers
 from ..batches import BlockBatch
-from ..methods import PruningMethod
+from ..methods import PruningMethod, prune_together
 from ..sparsity import SparsityTarget
 
 
@@ -18,9 +19,11 @@ class WeightsOnlySchedule:
         """Any block whose weight matrices are linears (checked by the caller)."""
 
     def prune_block(
-        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget
+        self, block: nn.Module, batches: list[BlockBatch], method: PruningMethod, target: SparsityTarget,
+        replicas: DataParallel = SINGLE_PROCESS,
     ) -> dict[str, torch.Tensor]:
-        return {name: method.prune_(linear.weight.data, None, target) for name, linear in linear_layers(block).items()}
+        linears = linear_layers(block)
+        return dict(zip(linears, prune_together(method, [(linear.weight.data, None) for linear in linears.values()], target)))
 
 
 WEIGHTS_ONLY = WeightsOnlySchedule()
