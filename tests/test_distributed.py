@@ -17,7 +17,9 @@ import torch.multiprocessing as mp
 
 import kernels
 from wanda_engine.api import run_prune
-from wanda_engine.distributed import DataParallel, GatheredSqNorms, Launch, owners_by_size, shares
+from wanda_engine.distributed import (
+    DataParallel, GatheredSqNorms, Launch, Stopped, owners_by_size, shares, stopped_by_sigterm,
+)
 from wanda_engine.errors import UserError
 
 from model_helpers import saved_weights, tiny_run_config
@@ -121,6 +123,27 @@ def test_mask_selection_is_shared_out_by_size():
     assert max(loads) / min(loads) < 1.3
     assert owners_by_size([10], 4) == [0]  # one matrix alone: rank 0's
     assert owners_by_size(sizes, 1) == [0] * len(sizes)
+
+
+def test_sigterm_unwinds_a_rank_once_and_spares_its_clean_up():
+    """torchrun's SIGTERM raises Stopped, so the run unwinds and removes its partial outputs; a second
+    SIGTERM while it does so is ignored; outside a data-parallel run nothing is installed."""
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(Stopped, match="rank 1 of 2: stopped by SIGTERM"):
+        with stopped_by_sigterm(Launch(1, 2, 1)):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before this ends
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # during the clean-up: ignored
+                time.sleep(0.1)
+                cleaned.append(True)
+    assert cleaned and signal.getsignal(signal.SIGTERM) is before
+    with stopped_by_sigterm(Launch()):
+        assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_launch_from_torchrun_environment():

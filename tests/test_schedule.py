@@ -15,7 +15,7 @@ from wanda_engine.prune.methods import METHODS
 from wanda_engine.prune.batches import call_block, capture_block_inputs
 from wanda_engine.prune.block_loop import prune_blocks
 from wanda_engine.prune.schedules import schedule_for
-from wanda_engine.prune.statistics import StatisticsPass, block_structure
+from wanda_engine.prune.statistics import StatisticsPass, last_linear_called
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, tiny_llama, tiny_tokenizer
@@ -128,22 +128,23 @@ def test_discarded_output_skips_the_last_linear_with_the_same_statistics():
         assert torch.equal(full.statistic(name), skipping.statistic(name)), name
 
 
-def test_a_learned_tail_is_skipped_from_the_first_batch_of_a_later_block():
+def test_a_known_tail_is_skipped_from_the_first_batch_with_the_same_statistics():
+    """A data-parallel rank other than 0 knows the last linear before its first batch (its first batch
+    is not the run's first): its GEMM is skipped from that batch on; the statistics do not change."""
     model = tiny_llama("gqa")
-    first, second = decoder_blocks(model)[:2]
+    block = decoder_blocks(model)[0]
     batches = capture_block_inputs(model, torch.randint(3, 291, (4, 8)), torch.ones(4, 8, dtype=torch.long), 2, torch.device("cpu"))
-    _statistics(first, batches, output_discarded=True, structure=block_structure(first))
+    tail = last_linear_called(block, linear_layers(block), batches[0])
+    assert tail == "mlp.down_proj"
     outputs = []
-    down_proj = linear_layers(second)["mlp.down_proj"]
-    handle = down_proj.register_forward_hook(lambda _module, _args, out: outputs.append(out))
+    handle = linear_layers(block)[tail].register_forward_hook(lambda _module, _args, out: outputs.append(out))
     try:
-        skipping = _statistics(second, batches, output_discarded=True, structure=block_structure(second))
+        skipping = _statistics(block, batches, output_discarded=True, known_tail=tail)
     finally:
         handle.remove()
-    # zeros stand in for the skipped GEMM's output, from the first batch on
-    assert skipping.skipped_tail == "mlp.down_proj" and len(outputs) == 2 and all(not out.any() for out in outputs)
-    full = _statistics(second, batches)
-    for name in linear_layers(second):
+    assert len(outputs) == 2 and all(not out.any() for out in outputs)  # zeros stand in from the first batch
+    full = _statistics(block, batches)
+    for name in linear_layers(block):
         assert torch.equal(full.statistic(name), skipping.statistic(name)), name
 
 

@@ -16,10 +16,10 @@ import kernels
 from wanda_engine.errors import UserError
 from wanda_engine.models import decoder_blocks, linear_layers
 from wanda_engine.prune.methods import METHODS
-from wanda_engine.prune.batches import BlockBatch, call_block, capture_block_inputs, copy_batches
+from wanda_engine.prune.batches import BlockBatch, call_block, capture_block_inputs, copy_batches, first_sample
 from wanda_engine.prune.block_loop import prune_blocks
 from wanda_engine.prune.schedules import SCHEDULES
-from wanda_engine.prune.schedules.sequential import _first_sample, _SplitBlock
+from wanda_engine.prune.schedules.sequential import _SplitBlock
 from wanda_engine.prune.sparsity import SparsityTarget, parse_sparsity
 
 from model_helpers import padded_calibration, text_perplexity, tiny_llama
@@ -318,11 +318,11 @@ def test_first_sample_cuts_every_per_sample_kwarg():
         torch.zeros(3, 4, 8), {"position_embeddings": (torch.zeros(3, 4, 2), torch.zeros(1, 4, 2)), "mask": torch.zeros(3, 1, 4, 4), "flag": True},
         torch.ones(3, 4, dtype=torch.bool),
     )
-    sample = _first_sample(batch)
+    sample = first_sample(batch)
     assert sample.hidden.shape == (1, 4, 8) and sample.token_mask.shape == (1, 4)
     assert [t.shape[0] for t in sample.kwargs["position_embeddings"]] == [1, 1]
     assert sample.kwargs["mask"].shape == (1, 1, 4, 4) and sample.kwargs["flag"] is True
-    assert _first_sample(BlockBatch(torch.zeros(1, 4, 8), {}, None)) is None
+    assert first_sample(BlockBatch(torch.zeros(1, 4, 8), {}, None)) is None
 
 
 def test_other_mlp_wiring_with_act_fn_runs_its_own_forward():

@@ -141,9 +141,11 @@ class DataParallel:
     def _collective(self, what: str) -> Iterator[None]:
         try:
             yield
+        except torch.OutOfMemoryError:
+            raise  # this rank's own failure, not another's
         except RuntimeError as exc:  # torch.distributed.DistError and the backends' own errors
             raise PeerFailed(f"{self.launch.label()}: a collective ({what}) failed: another rank stopped or the connection broke "
-                             f"({_reason(exc)}); the failing rank's own error is above") from None
+                             f"({_reason(exc)}); see that rank's own error") from None
 
     def gather(self, local: torch.Tensor) -> torch.Tensor:
         """Every rank's `local` rows (first dimension; any count, 0 included), concatenated in rank order."""
@@ -309,13 +311,28 @@ def owners_by_size(sizes: list[int], ranks: int) -> list[int]:
 # --- joining and leaving the process group ---------------------------------------------------------
 
 
-def _stop_on_sigterm(launch: Launch):
-    """Turn SIGTERM into `Stopped`; returns the handler it replaced."""
-    def stop(_signum, _frame):
-        raise Stopped(f"{launch.label()}: stopped by SIGTERM (torchrun stops every rank when one fails; "
-                      "that rank's error is above)")
+@contextlib.contextmanager
+def stopped_by_sigterm(launch: Launch) -> Iterator[None]:
+    """While a data-parallel run lasts, SIGTERM (what torchrun sends every surviving rank when one fails)
+    raises `Stopped` once, so the run unwinds and removes its partial outputs as Ctrl-C does; a second
+    SIGTERM during that clean-up is ignored. Enter it outside everything that cleans up."""
+    if not launch.distributed:
+        yield
+        return
+    raised = []
 
-    return signal.signal(signal.SIGTERM, stop)
+    def stop(_signum, _frame):
+        if raised:
+            return
+        raised.append(True)
+        raise Stopped(f"{launch.label()}: stopped by SIGTERM (torchrun stops every rank when one fails; "
+                      "see that rank's own error)")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -331,6 +348,9 @@ def joined(launch: Launch, device: str, timeout_s: float) -> Iterator[DataParall
     if made_here:
         options: dict = {"timeout": datetime.timedelta(seconds=timeout_s)}
         if backend == "nccl":
+            # NCCL collectives return before they complete; a blocking wait makes a failed or timed-out one
+            # raise in the call, where it becomes PeerFailed, instead of surfacing later or aborting.
+            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
             torch.cuda.set_device(torch.device(device))
             options["device_id"] = torch.device(device)
         try:
@@ -342,11 +362,9 @@ def joined(launch: Launch, device: str, timeout_s: float) -> Iterator[DataParall
         if dist.get_world_size() != launch.world_size or dist.get_rank() != launch.rank:
             raise PeerFailed(f"{launch.label()}: the process group already made is rank {dist.get_rank()} of "
                              f"{dist.get_world_size()}, not what WORLD_SIZE and RANK say")
-    previous = _stop_on_sigterm(launch)
     try:
         yield DataParallel(launch, backend, device)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if made_here:
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
@@ -365,5 +383,5 @@ def host_name() -> str:
 
 __all__ = [
     "DataParallel", "GatheredSqNorms", "Launch", "PeerFailed", "SINGLE_PROCESS", "SharedMasks", "Stopped", "joined",
-    "shares",
+    "owners_by_size", "shares", "stopped_by_sigterm",
 ]

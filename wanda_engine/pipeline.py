@@ -21,6 +21,7 @@ the statistics are combined and the masks shared, and rank 0 alone writes the ou
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from . import data
 from .config import PruneConfig
 from .data.base import CalibrationSet
 from .digests import files_digest, json_digest, tensors_digest
-from .distributed import SINGLE_PROCESS, DataParallel, host_name, joined
+from .distributed import SINGLE_PROCESS, DataParallel, host_name, joined, stopped_by_sigterm
 from .eval import perplexity
 from .eval.perplexity import eval_batch_size, eval_windows, perplexity_from_hidden, reference_eval_ids, window_count
 from .memory import peak_rss_mb
@@ -68,7 +69,8 @@ def run_prune(config: PruneConfig, log: Log = print) -> Report:
         log(note)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    with PruneRun(plan, log) as run, joined(plan.launch, plan.device, config.dist_timeout) as replicas:
+    with stopped_by_sigterm(plan.launch), PruneRun(plan, log) as run, \
+            joined(plan.launch, plan.device, config.dist_timeout) as replicas:
         run.replicas = replicas
         if replicas.active:
             log(f"data parallel: {replicas.world_size} ranks ({replicas.backend})"
@@ -129,8 +131,8 @@ def load(plan: Plan, log: Log = print) -> LoadedModel:
         config.model, dtype=plan.dtype, device=plan.device, cache_dir=config.cache_dir,
         trust_remote_code=config.trust_remote_code, stream=config.stream, check=plan.check_structure, log=log,
         progress=config.progress,
-        # the ranks on one machine share the GGUF cache: one converts, the others wait for it
-        wait_for_conversion_s=config.dist_timeout if plan.launch.distributed else 0.0,
+        # the ranks on one machine share the GGUF cache: one converts, the others wait for it, however long
+        wait_for_conversion_s=math.inf if plan.launch.distributed else 0.0,
     )
 
 

@@ -176,7 +176,7 @@ def rank_device(device: str, given: str | None, launch: Launch) -> str:
     """The device of one rank of a torchrun launch: on CUDA, the GPU of its LOCAL_RANK."""
     if not device.startswith("cuda"):
         return device
-    if given is not None and torch.device(given).index is not None:
+    if given not in (None, "auto") and torch.device(given).index is not None:
         raise UserError(f"--device {given}: under torchrun each rank computes on the GPU numbered by its LOCAL_RANK; "
                         "pass --device cuda (or choose the GPUs with CUDA_VISIBLE_DEVICES)")
     count = torch.cuda.device_count()

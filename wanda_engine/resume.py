@@ -62,6 +62,7 @@ class RunCheckpoint:
         self._last = time.monotonic()
         self._state: dict | None = None
         self.valid = False  # whether it holds a checkpoint this run loaded or saved (one to --resume from)
+        self.saving_started = False  # whether this run began writing a checkpoint (files of its own to remove)
 
     def due(self, index: int, num_blocks: int) -> bool:
         """Whether to checkpoint after block `index` (rank 0's clock decides for every rank)."""
@@ -72,7 +73,8 @@ class RunCheckpoint:
         """Checkpoint the inputs of block `next_block`. Data-parallel: every rank writes its hidden states,
         then (all written) its state, keeping the previous checkpoint in it, then (all states written)
         removes its older files; so whenever a run stops, some checkpoint is held by every rank."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.saving_started = True
+        self.directory.mkdir(exist_ok=True)  # in the partial output, never made again once it is removed
         tensors = {f"calibration.{i}": b.hidden for i, b in enumerate(batches)}
         if windows is not None:
             tensors.update({f"dense.{i}": b.hidden for i, b in enumerate(windows.dense)})
@@ -181,7 +183,9 @@ class RunCheckpoint:
     def discard_own(self, *, empty_dirs: bool = False) -> None:
         """Remove this rank's files (a data-parallel rank other than 0: rank 0 owns the directory), and with
         `empty_dirs` the directories when that leaves them empty (a machine of its own, once rank 0 is done)."""
-        for path in [*self.directory.glob(f"activations-*{self.suffix}.safetensors"), self.directory / self.state_file]:
+        mine = [*self.directory.glob(f"activations-*{self.suffix}.safetensors"),
+                *self.directory.glob(f".activations-*{self.suffix}.safetensors.tmp"), self.directory / self.state_file]
+        for path in mine:
             with contextlib.suppress(OSError):
                 path.unlink()
         for directory in (self.directory, self.directory.parent) if empty_dirs else ():

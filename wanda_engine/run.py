@@ -87,6 +87,8 @@ class PruneRun:
             self.log(f"stopped: the blocks done so far are kept in {partial}; rerun the same command with --resume to continue")
         elif self.made_partial:  # nothing to resume from: what this run made goes
             clear_partial(partial)
+        elif self.checkpoint is not None and self.checkpoint.saving_started and not self.plan.launch.is_main:
+            self.checkpoint.discard_own(empty_dirs=True)  # what this rank began writing (rank 0 owns the rest)
 
     def _release(self) -> None:
         if self.loaded is not None:

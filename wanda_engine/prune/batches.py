@@ -91,6 +91,22 @@ def store_output(batch: BlockBatch, output: torch.Tensor) -> None:
         batch.hidden = output.to(hidden.device)
 
 
+def first_sample(batch: BlockBatch) -> BlockBatch | None:
+    """The batch cut to its first sample: hidden states, token mask, and every kwarg tensor (or tuple
+    of tensors) whose first dimension is the batch's. None for a one-sample batch."""
+    size = batch.hidden.shape[0]
+    if size <= 1:
+        return None
+
+    def cut(value):
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+            return value[:1]
+        if isinstance(value, tuple):
+            return tuple(cut(item) for item in value)
+        return value
+
+    token_mask = None if batch.token_mask is None else batch.token_mask[:1]
+    return BlockBatch(batch.hidden[:1], {key: cut(value) for key, value in batch.kwargs.items()}, token_mask)
 
 
 def copy_batches(batches: list[BlockBatch]) -> list[BlockBatch]:

@@ -100,7 +100,9 @@ def prune_blocks(
             _advance(block, windows.dense)
             windows_seconds += time.perf_counter() - windows_started
         try:
-            masks = schedule.prune_block(block, batches, method, block_targets[index], replicas)
+            # replicas only when there are several: a schedule written before data parallelism still runs a plain run
+            extra = {"replicas": replicas} if replicas.active else {}
+            masks = schedule.prune_block(block, batches, method, block_targets[index], **extra)
         except kernels.KernelInputError as exc:  # bad values reached a kernel (e.g. fp16 overflow): the user's to fix
             raise UserError(f"pruning block {index} ({store.prefix}{index}) failed: {exc}") from exc
         for name, mask in masks.items():

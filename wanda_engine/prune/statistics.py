@@ -9,16 +9,30 @@ import torch.nn.functional as F
 import kernels
 
 from ..distributed import SINGLE_PROCESS, DataParallel
+from .batches import BlockBatch, call_block, first_sample
 
 
-# The linear each block structure calls last (StatisticsPass, output_discarded), once a first batch
-# showed it: every block of a model runs the same code, so the order of its linear calls is the code's.
-_TAILS: dict[object, str] = {}
+# The order in which blocks of one structure call their linears (see `last_linear_called`).
+_CALL_ORDERS: dict[tuple, list[str]] = {}
 
 
-def block_structure(block: nn.Module) -> tuple:
-    """What a block's order of linear calls is a property of: its class and its modules' names and classes."""
-    return (type(block), *((name, type(module)) for name, module in block.named_modules()))
+def last_linear_called(block: nn.Module, linears: dict[str, nn.Linear], batch: BlockBatch) -> str | None:
+    """The linear `block` calls last when it calls each linear exactly once (what StatisticsPass learns
+    from a first batch), found by running the batch's first sample through it; None otherwise. Kept per
+    block structure (class and modules): every block of a model runs the same code."""
+    key = (type(block), *((name, type(module)) for name, module in block.named_modules()))
+    if key not in _CALL_ORDERS:
+        calls: list[str] = []
+        hooks = [linear.register_forward_pre_hook(lambda *_, name=name: calls.append(name))
+                 for name, linear in linears.items()]
+        try:
+            call_block(block, first_sample(batch) or batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        _CALL_ORDERS[key] = calls
+    calls = _CALL_ORDERS[key]
+    return calls[-1] if sorted(calls) == sorted(linears) else None
 
 
 class StatisticsPass:
@@ -32,25 +46,24 @@ class StatisticsPass:
     `output_discarded=True` (the caller ignores the block's output, as the reference schedule's
     statistics pass does): when the first batch called every linear exactly once, the last one called
     (down_proj in LLaMA blocks) feeds nothing but that output, so from the second batch on its GEMM is
-    skipped (its statistic is still taken) and zeros stand in for its output. With `structure` (see
-    `block_structure`) that tail is remembered, and later blocks of the same structure skip it from
-    their first batch on. A block that calls a linear after it is refused with a RuntimeError instead
-    of giving wrong statistics.
+    skipped (its statistic is still taken) and zeros stand in for its output. A block that calls a
+    linear after it is refused with a RuntimeError instead of giving wrong statistics. `known_tail`
+    skips it from the first batch on: for a data-parallel rank whose first batch is not the run's
+    first, so that every batch's statistic comes from the kernel a single process uses for it (on CUDA
+    the fused GEMM kernel and the separate one round differently).
 
     `replicas` (a data-parallel run): the statistic covers every rank's samples, combined when first
     read (`statistic`), which every rank must then do in the same order.
     """
 
     def __init__(self, linears: dict[str, nn.Linear], *, output_discarded: bool = False,
-                 replicas: DataParallel = SINGLE_PROCESS, structure: object = None) -> None:
+                 replicas: DataParallel = SINGLE_PROCESS, known_tail: str | None = None) -> None:
         self.linears = linears
         self.replicas = replicas
         self.stats: dict[str, kernels.RunningSqNorms] = {}
         self.group_of: dict[str, str] = {}  # linear name → name of the linear owning its statistic
         self.output_discarded = output_discarded
-        self.structure = structure if output_discarded else None
-        # the linear whose GEMM is skipped (see output_discarded)
-        self.skipped_tail: str | None = _TAILS.get(self.structure) if self.structure is not None else None
+        self.skipped_tail: str | None = known_tail if output_discarded else None  # its GEMM is skipped
         self._calls: list[str] = []  # linears called in the current batch, in order
         self._batches = 0
         self._seen: dict[int, tuple[torch.Tensor, str]] = {}
@@ -70,8 +83,6 @@ class StatisticsPass:
         if (self.output_discarded and self.skipped_tail is None and self._batches == 1
                 and sorted(self._calls) == sorted(self.linears)):
             self.skipped_tail = self._calls[-1]
-            if self.structure is not None:
-                _TAILS[self.structure] = self.skipped_tail
         self._batches += 1
         self._calls.clear()
         self._seen.clear()

@@ -14,7 +14,7 @@ from ...distributed import SINGLE_PROCESS, DataParallel
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod, prune_together
 from ..batches import BlockBatch, call_block, store_output
-from ..statistics import StatisticsPass, block_structure
+from ..statistics import StatisticsPass, last_linear_called
 from ..sparsity import SparsityTarget
 from .base import SCHEDULES
 
@@ -30,8 +30,10 @@ class ReferenceSchedule:
         replicas: DataParallel = SINGLE_PROCESS,
     ) -> dict[str, torch.Tensor]:
         linears = linear_layers(block)
-        with StatisticsPass(linears, output_discarded=True, replicas=replicas,
-                            structure=block_structure(block)) as statistics:
+        # A data-parallel rank other than 0 starts at a batch that is not the run's first: it skips the
+        # last linear's GEMM from its first batch on, as a single process does from its second.
+        known_tail = last_linear_called(block, linears, batches[0]) if batches and not replicas.is_main else None
+        with StatisticsPass(linears, output_discarded=True, replicas=replicas, known_tail=known_tail) as statistics:
             for batch in batches:
                 statistics.start_batch(batch.token_mask)
                 call_block(block, batch)

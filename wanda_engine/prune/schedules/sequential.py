@@ -36,7 +36,7 @@ from ...distributed import SINGLE_PROCESS, DataParallel
 from ...errors import UserError
 from ...models.blocks import linear_layers
 from ..methods import PruningMethod, prune_together
-from ..batches import BlockBatch, call_block, store_output
+from ..batches import BlockBatch, call_block, first_sample, store_output
 from ..sparsity import SparsityTarget
 from .base import SCHEDULES
 
@@ -93,24 +93,6 @@ def _add_residual(batch: BlockBatch, update: torch.Tensor) -> torch.Tensor:
     result = _to_compute(batch.hidden, update.device) + update
     store_output(batch, result)
     return result
-
-
-def _first_sample(batch: BlockBatch) -> BlockBatch | None:
-    """The batch cut to its first sample: hidden states, token mask, and every kwarg tensor (or tuple
-    of tensors) whose first dimension is the batch's. None for a one-sample batch."""
-    size = batch.hidden.shape[0]
-    if size <= 1:
-        return None
-
-    def cut(value):
-        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
-            return value[:1]
-        if isinstance(value, tuple):
-            return tuple(cut(item) for item in value)
-        return value
-
-    token_mask = None if batch.token_mask is None else batch.token_mask[:1]
-    return BlockBatch(batch.hidden[:1], {key: cut(value) for key, value in batch.kwargs.items()}, token_mask)
 
 
 def _check_layout(block: nn.Module) -> None:
@@ -215,7 +197,7 @@ class _SplitBlock:
         if self.structure in _VERIFIED_STRUCTURES:
             self.in_place_mlp = _VERIFIED_STRUCTURES[self.structure]
             return
-        sample = _first_sample(batch)
+        sample = first_sample(batch)
         if sample is not None:
             try:
                 self._verify_on(sample)
