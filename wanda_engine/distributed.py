@@ -227,7 +227,7 @@ class DataParallel:
         return statistic.mean_sq
 
     def shared_masks(self, method: PruningMethod) -> PruningMethod:
-        """`method`, its masks selected on rank 0 and applied on every rank."""
+        """`method`, each of its masks selected by one rank and applied on every rank (SharedMasks)."""
         return SharedMasks(method, self) if self.active else method
 
 

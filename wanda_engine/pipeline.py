@@ -178,11 +178,19 @@ def _window_count(plan: Plan, eval_ids: torch.Tensor | None, seqlen: int) -> int
     return None if eval_ids is None else window_count(eval_ids.numel(), seqlen, plan.eval_limit)
 
 
+def _window_share(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int) -> range:
+    """This rank's evaluation windows (none for --eval none): whole batches of --batch_size where they are
+    carried through the blocks (streamed), else of the batches `perplexity` scores (it takes this share)."""
+    batch_size = plan.config.batch_size
+    unit = batch_size if loaded.streamed else eval_batch_size(loaded.model.config, seqlen, batch_size)
+    return plan.share(_window_count(plan, eval_ids, seqlen) or 0, unit)
+
+
 def _hidden_state_rows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None, seqlen: int) -> int:
     """Rows of hidden states carried through the blocks (this rank's share): the calibration samples,
     and with streamed evaluation its windows twice (through the dense and through the pruned block)."""
-    windows = _window_count(plan, eval_ids, seqlen) if loaded.streamed else None
-    return len(plan.calibration_share) + 2 * len(plan.share(windows or 0, plan.config.batch_size))
+    windows = len(_window_share(plan, loaded, eval_ids, seqlen)) if loaded.streamed else 0
+    return len(plan.calibration_share) + 2 * windows
 
 
 def _hidden_states_bytes(loaded: LoadedModel, rows: int, seqlen: int) -> int:
@@ -231,9 +239,8 @@ def carry_windows(plan: Plan, loaded: LoadedModel, eval_ids: torch.Tensor | None
     the pruned one."""
     if not loaded.streamed or eval_ids is None:
         return None
-    windows = eval_windows(eval_ids, seqlen, plan.eval_limit)
-    share = plan.share(windows.shape[0], plan.config.batch_size)
-    windows = windows[share.start : share.stop]
+    share = _window_share(plan, loaded, eval_ids, seqlen)
+    windows = eval_windows(eval_ids, seqlen, plan.eval_limit)[share.start : share.stop]
     dense = capture_block_inputs(loaded.model, windows, torch.ones_like(windows), plan.config.batch_size,
                                  torch.device(plan.device), storage=storage)
     return CarriedWindows(dense=dense, pruned=copy_batches(dense), token_ids=windows)
@@ -514,13 +521,8 @@ def describe_ranks(plan: Plan, loaded: LoadedModel, run: PruneRun, eval_ids: tor
     replicas = run.replicas
     if not replicas.active:
         return None
-    calibration = plan.calibration_share
-    windows = None
-    if eval_ids is not None:
-        count = window_count(eval_ids.numel(), seqlen, plan.eval_limit)
-        unit = plan.config.batch_size if loaded.streamed else eval_batch_size(loaded.model.config, seqlen, plan.config.batch_size)
-        share = plan.share(count, unit)
-        windows = [share.start, share.stop]
+    calibration, share = plan.calibration_share, _window_share(plan, loaded, eval_ids, seqlen)
+    windows = None if eval_ids is None else [share.start, share.stop]
     device_mb = torch.cuda.max_memory_allocated(plan.device) / 2**20 if plan.device.startswith("cuda") else None
     mine = RankReport(rank=replicas.rank, host=host_name(), device=plan.device,
                       calibration_samples=[calibration.start, calibration.stop], eval_windows=windows,
